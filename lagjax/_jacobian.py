@@ -1,0 +1,41 @@
+"""Views of the constraint Jacobian D besides the sparse partials: the product `D λ`, and the dense matrix.
+
+D is n x n, column i the gradient w.r.t. z of constraint i's penalty: `D[i, i] = -1`, and
+`D[j, i] = Σ ∂f_i/∂z_j` over the positions where j appears in args(i). The dense matrix is for
+small programs, the original API and the oracles; the engine never builds it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lagjax._schedule import Schedule
+
+
+def apply(schedule: Schedule, tables: dict, partials: jax.Array, lam: jax.Array) -> jax.Array:
+    """`D λ` without D: `(D λ)_j = -λ_j + Σ_{i consumes j} ∂f_i/∂z_j λ_i`. Shapes `(n,) -> (n,)`."""
+    ext = jnp.zeros(schedule.n + 1, lam.dtype).at[: schedule.n].set(lam)
+    lam_out = jnp.where(tables["valid"], ext[tables["out"]], 0)
+    pushed = jnp.zeros_like(ext).at[tables["args"]].add(partials * lam_out[..., None])
+    return pushed[: schedule.n] - lam
+
+
+def dense(schedule: Schedule, tables: dict, partials: jax.Array) -> jax.Array:
+    """The dense D, shape `(n, n)`, from the sparse partials."""
+    n = schedule.n
+    ext = jnp.zeros((n + 1, n + 1), partials.dtype)
+    ext = ext.at[tables["args"], tables["out"][..., None]].add(partials)
+    return ext[:n, :n] - jnp.eye(n, dtype=partials.dtype)
+
+
+def partials_from_dense(schedule: Schedule, tables: dict, D: jax.Array) -> jax.Array:
+    """The sparse partials read off a dense D, shape `(S, width, kmax)` (the inverse of `dense`).
+
+    A variable repeated among a constraint's arguments has one entry of D (the sum of its partials):
+    it is read once, at its first position, and the other positions get 0.
+    """
+    n = schedule.n
+    ext = jnp.zeros((n + 1, n + 1), D.dtype).at[:n, :n].set(D)
+    read = ext[tables["args"], tables["out"][..., None]]
+    return jnp.where(tables["first_use"], read, 0)

@@ -1,0 +1,184 @@
+"""The schedule: everything static about a program, built once with NumPy.
+
+Constraints that share a function and an arity form a *group*; a group is evaluated with one
+`jax.vmap`. The *level* of a variable is 0 for inputs and `1 + max(level of its arguments)` for a
+constraint, so constraints of one level are independent of each other.
+
+The sweeps run over *blocks*: `width` lanes of constraints that share a level and a group, blocks
+ordered by level. One scan step handles one block, vectorised across its lanes. Width 1 is the plain
+topological order (best for deep, narrow programs); a large width is a level-by-level sweep (best
+for wide programs). `_choose_width` picks it from the program's shape.
+
+Index conventions of the tables, for a program of n variables: the carried vectors have n + 1
+entries, the last a scratch slot. A padding argument position (arity below `kmax`) reads the scratch
+slot; a padding lane (a block not full) writes the scratch slot, and reads the arguments of its
+block's first lane, so that the functions are only ever evaluated where the program evaluates them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+# One scan step costs about as much as this many lanes of work (per-step overhead of a while loop
+# with a gather and a scatter on CPU, against the per-lane cost of a small elementwise function).
+_STEP_COST_IN_LANES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Constraints sharing the function `f`, the gradient `df` (or None) and the arity `k`."""
+
+    f: Callable
+    df: Callable | None
+    k: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Schedule:
+    """Static tables of a program (NumPy int32/bool arrays; S blocks of `width` lanes).
+
+    Attributes:
+      d, n: numbers of inputs and of variables.
+      width: lanes per block.
+      kmax: the largest arity.
+      depth: the largest level.
+      groups: the `Group`s, indexed by group id.
+      out: (S, width) index defined by each lane; n (scratch) for padding lanes.
+      args: (S, width, kmax) argument indices of each lane; n for padding positions.
+      valid: (S, width) whether a lane holds a constraint.
+      block_group: (S,) the group id of each block.
+      group_slots: per group, (m_g,) flat lane indices (into S * width) of its constraints.
+      group_constraints: per group, (m_g,) their constraint numbers (variable d + c).
+      group_args: per group, (m_g, k_g) their argument indices.
+      first_use: (S, width, kmax) whether an argument position is the first occurrence of its
+        variable in its lane (used to read the dense D, where repeated arguments are summed).
+    """
+
+    d: int
+    n: int
+    width: int
+    kmax: int
+    depth: int
+    groups: tuple[Group, ...]
+    out: np.ndarray
+    args: np.ndarray
+    valid: np.ndarray
+    block_group: np.ndarray
+    group_slots: tuple[np.ndarray, ...]
+    group_constraints: tuple[np.ndarray, ...]
+    group_args: tuple[np.ndarray, ...]
+    first_use: np.ndarray
+
+    @property
+    def num_blocks(self) -> int:
+        return self.out.shape[0]
+
+    def tables(self) -> dict:
+        """The arrays the traced sweeps read, as a pytree (passed as arguments, not constants)."""
+        return dict(
+            out=self.out,
+            args=self.args,
+            valid=self.valid,
+            block_group=self.block_group,
+            group_slots=list(self.group_slots),
+            group_constraints=list(self.group_constraints),
+            group_args=list(self.group_args),
+            first_use=self.first_use,
+        )
+
+
+def build(d: int, constraints: Sequence) -> Schedule:
+    """Build the schedule of `d` inputs and `constraints` (records with `i`, `f`, `df`, `args`)."""
+    n_c = len(constraints)
+    n = d + n_c
+    kmax = max((len(c.args) for c in constraints), default=1)
+    group_ids: dict[tuple, int] = {}
+    groups: list[Group] = []
+    gid = np.empty(n_c, np.int64)
+    args_c = np.full((n_c, kmax), n, np.int32)
+    level = [0] * n
+    for c, con in enumerate(constraints):
+        assert con.i == d + c, "constraints must define variables d, d+1, ... in order"
+        key = (con.f, con.df, len(con.args))
+        if key not in group_ids:
+            group_ids[key] = len(groups)
+            groups.append(Group(*key))
+        gid[c] = group_ids[key]
+        args_c[c, : len(con.args)] = con.args
+        level[d + c] = 1 + max(level[a] for a in con.args)
+    level_c = np.asarray(level[d:], np.int64)
+
+    # Sort constraints by (level, group); a run is one (level, group) pair.
+    order = np.lexsort((gid, level_c))
+    run_key = level_c[order] * max(len(groups), 1) + gid[order]
+    run_start = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]]) if n_c else np.zeros(0, int)
+    run_count = np.diff(np.r_[run_start, n_c])
+    width = _choose_width(run_count)
+
+    # Cut each run into blocks of `width` lanes.
+    run_blocks = -(-run_count // width)
+    run_first_block = np.r_[0, np.cumsum(run_blocks)[:-1]].astype(np.int64)
+    num_blocks = int(run_blocks.sum())
+    run_of = np.repeat(np.arange(len(run_count)), run_count)
+    rank = np.arange(n_c) - run_start[run_of]
+    slot = (run_first_block[run_of] + rank // width) * width + rank % width
+
+    out = np.full(num_blocks * width, n, np.int32)
+    out[slot] = d + order
+    args = np.full((num_blocks * width, kmax), n, np.int32)
+    args[slot] = args_c[order]
+    valid = np.zeros(num_blocks * width, bool)
+    valid[slot] = True
+    out = out.reshape(num_blocks, width)
+    valid = valid.reshape(num_blocks, width)
+    args = args.reshape(num_blocks, width, kmax)
+    args = np.where(valid[..., None], args, args[:, :1, :])  # padding lanes copy lane 0
+    block_group = np.zeros(num_blocks, np.int32)
+    block_group[run_first_block[run_of] + rank // width] = gid[order]
+
+    group_of_sorted = gid[order]
+    group_slots, group_constraints, group_args = [], [], []
+    for g, group in enumerate(groups):
+        members = group_of_sorted == g
+        group_slots.append(slot[members].astype(np.int32))
+        group_constraints.append(order[members].astype(np.int32))
+        group_args.append(args_c[order[members], : group.k])
+
+    first_use = valid[..., None] & (args != n)
+    for a in range(1, kmax):
+        first_use[..., a] &= np.all(args[..., :a] != args[..., a : a + 1], axis=-1)
+
+    return Schedule(
+        d=d,
+        n=n,
+        width=width,
+        kmax=kmax,
+        depth=int(level_c.max(initial=0)),
+        groups=tuple(groups),
+        out=out,
+        args=args,
+        valid=valid,
+        block_group=block_group,
+        group_slots=tuple(group_slots),
+        group_constraints=tuple(group_constraints),
+        group_args=tuple(group_args),
+        first_use=first_use,
+    )
+
+
+def _choose_width(run_count: np.ndarray) -> int:
+    """The power-of-two width minimising `sum over runs of blocks * (step cost + width)`."""
+    if run_count.size == 0:
+        return 1
+    best, best_cost = 1, None
+    width = 1
+    while True:
+        cost = float(np.sum(-(-run_count // width)) * (_STEP_COST_IN_LANES + width))
+        if best_cost is None or cost < best_cost:
+            best, best_cost = width, cost
+        if width >= run_count.max():
+            return best
+        width *= 2

@@ -1,0 +1,62 @@
+"""Shape checks of user functions, by abstract evaluation (`jax.eval_shape`): no FLOPs are spent.
+
+They run at the call that hands the function over (`add_constraint`, `Computation(...)`), so a
+wrong shape is reported there, naming the constraint, rather than deep inside a traced sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def _abstract_result(fn: Callable, size: int, what: str):
+    probe = jax.ShapeDtypeStruct((size,), jnp.float32)
+    try:
+        out = jax.eval_shape(fn, probe)
+    except Exception as err:  # the user's function failed to trace: show why, beneath ours
+        raise TypeError(
+            f"{what} failed when called on a float vector of shape ({size},). It must be a JAX-traceable "
+            f"function of that vector: use jax.numpy (jnp.exp, not np.exp). The original error is shown above."
+        ) from err
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(f"{what} must return one array, got the structure {jax.tree.structure(out)}.")
+    if not jnp.issubdtype(out.dtype, jnp.inexact):
+        raise TypeError(f"{what} must return floating-point values, got dtype {out.dtype}.")
+    return out
+
+
+def check_local(f: Callable, df: Callable | None, k: int, where: str) -> None:
+    """Check `f: (k,) -> ()` or `(1,)`, and `df: (k,) -> (k,)` when given."""
+    out = _abstract_result(f, k, f"`f` of {where}")
+    if out.shape not in ((), (1,)):
+        raise ValueError(
+            f"`f` of {where} returned shape {out.shape} for its {k} argument(s); it must return a "
+            f"scalar, shape () or (1,). Reduce it (e.g. jnp.sum) or split it into several constraints."
+        )
+    if df is not None:
+        out = _abstract_result(df, k, f"`df` of {where}")
+        if out.shape != (k,):
+            raise ValueError(
+                f"`df` of {where} returned shape {out.shape}; it must return the {k} partial "
+                f"derivative(s) of `f` w.r.t. its arguments, shape ({k},)."
+            )
+
+
+def check_objective(f: Callable, df: Callable | None, n: int) -> None:
+    """Check the objective `f: (n,) -> ()` and its gradient `df: (n,) -> (n,)` when given."""
+    out = _abstract_result(f, n, "The objective `f`")
+    if out.shape not in ((), (1,)):
+        raise ValueError(
+            f"The objective `f` returned shape {out.shape} for the {n} variables; it must be a scalar, "
+            f"shape () (for several outputs, build one Computation per output or sum them)."
+        )
+    if df is not None:
+        out = _abstract_result(df, n, "The objective gradient `df`")
+        if out.shape != (n,):
+            raise ValueError(
+                f"The objective gradient `df` returned shape {out.shape}; it must return one partial "
+                f"derivative per variable, shape ({n},)."
+            )

@@ -1,0 +1,217 @@
+"""Independent oracles for every quantity of a `Computation`: the checks lagjax itself is tested with.
+
+Each oracle compares a lagjax result with an answer obtained another way and returns the largest
+error, *normwise relative*: `max|actual - expected| / max|expected|` (absolute where `expected` is 0).
+
+| oracle                      | lagjax                      | independent answer                              |
+| --------------------------- | --------------------------- | ----------------------------------------------- |
+| multipliers_vs_grad         | λ[:d] (back-substitution)   | `jax.grad` of the plain forward pass            |
+| tangents_vs_jacfwd          | tangents (forward sweep)    | `jax.jacfwd` of the plain forward pass          |
+| dconstraints_vs_jacrev      | D (local partials)          | `jax.jacrev` of the constraint vector, transposed |
+| dlagrangian_vs_grad         | dlagrangian                 | `jax.grad` of `lagrangian`                      |
+| dlagrangian_vs_fd           | dlagrangian                 | central finite differences of `lagrangian`      |
+| multipliers_vs_solve        | λ                           | `jnp.linalg.solve(D, -∇f)`                      |
+| multipliers_vs_triangular   | λ                           | `solve_triangular(D, -∇f)`                      |
+| reverse_mode_dense          | λ (sparse partials)         | `reverse_mode(D, ∇f)` (partials read off D)     |
+| implicit_function           | `jax.jacfwd(solve_constraints)` | `-(Dᵀ)⁻¹ ∂C/∂x`                             |
+| stationarity                | ∇L at (x, z*, λ*)           | 0 for ∇_z L and ∇_λ L, λ[:d] for ∇_x L          |
+
+"The plain forward pass" is `reference_solve`: a Python loop over the constraints, as in the
+original NumPy code, sharing no code with lagjax's scans. It runs eagerly, so keep the programs
+checked this way to a few thousand constraints.
+
+`check_computation(comp, x)` runs them all and raises one `AssertionError` listing every oracle
+whose error exceeds its tolerance; `oracle_errors` returns the errors without judging them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg
+import numpy as np
+
+from lagjax._computation import Computation
+
+__all__ = [
+    "central_difference",
+    "check_computation",
+    "default_tolerances",
+    "oracle_errors",
+    "reference_forward",
+    "reference_solve",
+    "relative_error",
+]
+
+
+def reference_solve(comp: Computation) -> Callable[[jax.Array], jax.Array]:
+    """The plain forward pass `x (d,) -> z (n,)`: one constraint at a time, in a Python loop."""
+
+    def solve(x):
+        x = jnp.asarray(x)
+        z = jnp.zeros(comp.n, x.dtype).at[: comp.d].set(x)
+        for c in comp.constraints:  # indices as arrays: eager ops then compile once, not once per index
+            value = jnp.reshape(c.f(z[jnp.asarray(c.args)]), ())
+            z = z.at[jnp.asarray(c.i)].set(value.astype(z.dtype))
+        return z
+
+    return solve
+
+
+def reference_forward(comp: Computation) -> Callable[[jax.Array], jax.Array]:
+    """`x (d,) -> f(z(x))` through `reference_solve`."""
+    solve = reference_solve(comp)
+    return lambda x: jnp.reshape(comp.f(solve(x)), ())
+
+
+def relative_error(actual, expected) -> float:
+    """`max|actual - expected| / max|expected|`; the absolute error where `expected` is all zero."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    chex.assert_equal_shape([actual, expected])
+    if actual.size == 0:
+        return 0.0
+    if not (np.all(np.isfinite(actual)) and np.all(np.isfinite(expected))):
+        return float("inf") if not np.array_equal(actual, expected, equal_nan=True) else 0.0
+    scale = np.max(np.abs(expected))
+    error = np.max(np.abs(actual - expected))
+    return float(error / scale) if scale > 0 else float(error)
+
+
+def central_difference(fn: Callable[[jax.Array], jax.Array], v: jax.Array) -> jax.Array:
+    """The gradient of a scalar `fn` at `v` by central differences with one Richardson step.
+
+    `(4 D(h/2) - D(h)) / 3`, with `D(h)` the central difference of step h: truncation error
+    O(h⁴). The step is `h = eps^(1/5) (1 + |v_i|)`, eps of `v`'s dtype. Returns shape of `v`.
+    """
+    v = jnp.asarray(v)
+    eps = jnp.finfo(v.dtype).eps
+    h = eps ** 0.2 * (1 + jnp.abs(v))
+    basis = jnp.eye(v.size, dtype=v.dtype).reshape((v.size,) + v.shape)
+    batched = jax.vmap(fn)
+
+    def diff(step):
+        shifts = basis * step
+        return (batched(v + shifts) - batched(v - shifts)) / (2 * step.reshape(-1))
+
+    return ((4 * diff(h / 2) - diff(h)) / 3).reshape(v.shape)
+
+
+def default_tolerances(dtype) -> dict[str, float]:
+    """Tolerances used by `check_computation`: `rtol` for exact oracles, `fd_rtol` for finite differences."""
+    if jnp.dtype(dtype) == jnp.float64:
+        return dict(rtol=1e-10, fd_rtol=1e-7)
+    return dict(rtol=1e-4, fd_rtol=5e-2)
+
+
+def oracle_errors(comp: Computation, x, *, z=None, l=None, seed: int = 0) -> dict[str, float]:
+    """The largest (normwise relative) error of every oracle, by name, at inputs `x` (shape `(d,)`).
+
+    `z` and `l` (shape `(n,)`) are where `dlagrangian` is checked, an arbitrary point, not the
+    solution; by default `z = z* + 0.1 (1 + |z*|) u` and `l = u'` with u, u' uniform in [-1, 1].
+    """
+    x = comp._x(x)
+    dtype = x.dtype
+    z_star, lam = comp.multipliers(x)
+    chex.assert_tree_all_finite((z_star, lam))
+    rng = np.random.default_rng(seed)
+    if z is None:
+        z = z_star + 0.1 * (1 + np.abs(z_star)) * rng.uniform(-1, 1, comp.n)
+    if l is None:
+        l = rng.uniform(-1, 1, comp.n)
+    point = (x, jnp.asarray(z, dtype), jnp.asarray(l, dtype))
+
+    D = comp.dconstraints(z_star)
+    ours = dict(
+        lam=lam,
+        dz_dx=comp.jacobian(x),
+        D=D,
+        dlagrangian=jnp.concatenate(comp.dlagrangian(*point)),
+        reverse_mode=comp.reverse_mode(D, comp.df(z_star)),
+        at_solution=comp.dlagrangian(x, z_star, lam),
+    )
+    theirs = _independent_answers(comp, x, z_star, point)
+    # The plain forward pass runs eagerly: its compile time would grow with the program.
+    grad_plain = jax.grad(reference_forward(comp))(x)
+    dz_dx_plain = jax.jacfwd(reference_solve(comp))(x)
+
+    ours, theirs = jax.tree.map(np.asarray, (ours, theirs))
+    dx, dz, dl = ours["at_solution"]
+    grad_f, lam = theirs["grad_f"], ours["lam"]
+    scale = max(np.max(np.abs(grad_f), initial=0), np.max(np.abs(lam), initial=0), 1e-300)
+    return {
+        "multipliers_vs_grad": relative_error(lam[: comp.d], grad_plain),
+        "tangents_vs_jacfwd": relative_error(ours["dz_dx"], dz_dx_plain),
+        "dconstraints_vs_jacrev": relative_error(D, theirs["D"]),
+        "dlagrangian_vs_grad": relative_error(ours["dlagrangian"], theirs["dlagrangian_grad"]),
+        "dlagrangian_vs_fd": relative_error(ours["dlagrangian"], theirs["dlagrangian_fd"]),
+        "multipliers_vs_solve": relative_error(lam, theirs["lam_solve"]),
+        "multipliers_vs_triangular": relative_error(lam, theirs["lam_triangular"]),
+        "reverse_mode_dense": relative_error(ours["reverse_mode"], lam),
+        "implicit_function": max(
+            relative_error(dz_dx_plain, theirs["dz_dx_implicit"]),
+            relative_error(grad_plain, grad_f @ theirs["dz_dx_implicit"]),
+        ),
+        "stationarity": max(
+            relative_error(dx, lam[: comp.d]),
+            np.max(np.abs(dz), initial=0) / scale,
+            np.max(np.abs(dl), initial=0) / max(np.max(np.abs(np.asarray(z_star)), initial=0), 1.0),
+        ),
+    }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _independent_answers(comp: Computation, x, z_star, point) -> dict:
+    """What the oracles compare with, by JAX's own differentiation and dense linear algebra."""
+    grad_f = comp.df(z_star).astype(x.dtype)
+
+    def constraint_vector(z):  # C(x, z), one entry per variable; D = (∂C/∂z)ᵀ
+        return jnp.concatenate([x - z[: comp.d], comp.penalties(z)])
+
+    D = jax.jacrev(constraint_vector)(z_star).T
+    cuts = np.cumsum([comp.d, comp.n])
+    flat_lagrangian = lambda v: comp.lagrangian(*jnp.split(v, cuts))
+    flat_point = jnp.concatenate(point)
+    # Implicit-function theorem: C(x, z(x)) = 0 for all x, so ∂C/∂x + ∂C/∂z dz/dx = 0, and with
+    # ∂C/∂z = Dᵀ and ∂C/∂x = E (a 1 at each input copy): dz/dx = -(Dᵀ)⁻¹ E.
+    E = jnp.eye(comp.n, comp.d, dtype=x.dtype)
+    return dict(
+        grad_f=grad_f,
+        D=D,
+        dlagrangian_grad=jax.grad(flat_lagrangian)(flat_point),
+        dlagrangian_fd=central_difference(flat_lagrangian, flat_point),
+        lam_solve=jnp.linalg.solve(D, -grad_f),
+        lam_triangular=jax.scipy.linalg.solve_triangular(D, -grad_f, lower=False),
+        dz_dx_implicit=-jnp.linalg.solve(D.T, E),
+    )
+
+
+def check_computation(comp: Computation, x, *, rtol: float | None = None, fd_rtol: float | None = None, **kwargs) -> dict[str, float]:
+    """Run every oracle at `x` and raise an AssertionError naming each that fails.
+
+    Args:
+      comp: the Computation.
+      x: inputs, shape `(d,)`; its dtype sets the default tolerances (`default_tolerances`).
+      rtol: tolerance of the exact oracles (normwise relative).
+      fd_rtol: tolerance of the finite-difference oracle.
+      **kwargs: passed to `oracle_errors` (`z`, `l`, `seed`).
+
+    Returns:
+      The errors by oracle name, when all pass.
+    """
+    tolerances = default_tolerances(comp._x(x).dtype)
+    rtol = tolerances["rtol"] if rtol is None else rtol
+    fd_rtol = tolerances["fd_rtol"] if fd_rtol is None else fd_rtol
+    errors = oracle_errors(comp, x, **kwargs)
+    failed = [
+        f"  {name}: largest error {error:.3g} > {tol:.3g}"
+        for name, error in errors.items()
+        for tol in [fd_rtol if name.endswith("_fd") else rtol]
+        if not error <= tol
+    ]
+    if failed:
+        raise AssertionError(f"{len(failed)} of {len(errors)} oracles failed for {comp!r}:\n" + "\n".join(failed))
+    return errors

@@ -3,12 +3,15 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
 
 from programs import PROGRAMS  # noqa: E402  (after enabling float64)
+
+from lagjax import testing  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)
@@ -20,6 +23,45 @@ def _build(name):
 def program(request):
     """`(Computation, x)` for each program of the catalogue, x in float64."""
     return _build(request.param)
+
+
+@pytest.fixture(params=["float64", "float32"], ids=["f64", "f32"])
+def case(request, program):
+    """`(comp, x, dtype, reference)`: x cast to dtype; float64 answers from the plain loop (`_reference`).
+
+    float32 results are compared with the float64 answers: a stricter oracle than a float32 one.
+    """
+    comp, x = program
+    name = request.node.callspec.params["program"]
+    return comp, jnp.asarray(x, request.param), jnp.dtype(request.param), _reference(name)
+
+
+def constraint_vector(comp, x):
+    """C(x, z) by a plain Python loop: [x - z[:d]; f_i(z[args]) - z_i]. D = (∂C/∂z)ᵀ."""
+
+    def C(z):
+        pen = [jnp.reshape(c.f(z[jnp.asarray(c.args)]), ()).astype(z.dtype) - z[c.i] for c in comp.constraints]
+        return jnp.concatenate([x - z[: comp.d], jnp.stack(pen)])
+
+    return C
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(name):
+    """Answers computed without lagjax's engine, once per program, in float64.
+
+    z by the plain loop; ∇f(x) = jax.grad and dz/dx = jax.jacfwd of it; D = (∂C/∂z)ᵀ by jax.jacfwd
+    of the plain constraint vector (eager throughout: no compile that grows with the program).
+    """
+    comp, x = _build(name)
+    x = jnp.asarray(x, jnp.float64)
+    z = testing.reference_solve(comp)(x)
+    return dict(
+        z=z,
+        grad=jax.grad(testing.reference_forward(comp))(x),
+        dz_dx=jax.jacfwd(testing.reference_solve(comp))(x),
+        D=jax.jacfwd(constraint_vector(comp, x))(z).T,
+    )
 
 
 @pytest.fixture

@@ -20,43 +20,46 @@ def _logistic(v):
     return 1 / (1 + jnp.exp(-v[0]))
 
 
-def wide(width: int = 48, seed: int = 1):
+def wide(width: int = 32, seed: int = 1):
     """Four inputs feeding `width` independent units, then sums of four units: depth 2, wide."""
     rng = np.random.default_rng(seed)
     C = Constraints([f"x{i}" for i in range(4)])
+    units = [lambda v: jnp.sin(v[0] * v[1]), lambda v: jnp.tanh(v[0] - 0.5 * v[1])]
     for j in range(width):
         a, b = rng.choice(4, 2, replace=False)
-        f = (lambda v: jnp.tanh(v[0] - 0.5 * v[1])) if j % 2 else (lambda v: jnp.sin(v[0] * v[1]))
-        C.add_constraint(f"h{j}", f, [f"x{a}", f"x{b}"])
+        C.add_constraint(f"h{j}", units[j % 2], [f"x{a}", f"x{b}"])
     for j in range(0, width, 4):
         C.add_constraint(f"s{j}", jnp.sum, [f"h{j + t}" for t in range(4)])
     outs = np.array([C.index(f"s{j}") for j in range(0, width, 4)])
     return Computation(lambda z: jnp.sum(z[outs] ** 2), C.inputs, C), rng.uniform(-1, 1, 4)
 
 
-def deep(depth: int = 120):
+def deep(depth: int = 60):
     """A chain alternating sin, tanh and logistic, an input mixed in every tenth step: deep, narrow."""
+    unary = [lambda v: jnp.sin(1.3 * v[0]), lambda v: jnp.tanh(2 * v[0]), _logistic]
+    mix = lambda v: v[0] + 0.5 * jnp.cos(v[1])  # noqa: E731
     C = Constraints(["x", "y"])
     prev = "x"
     for t in range(depth):
         name = f"c{t}"
         if t % 10 == 9:
-            C.add_constraint(name, lambda v: v[0] + 0.5 * jnp.cos(v[1]), [prev, "y"])
+            C.add_constraint(name, mix, [prev, "y"])
         else:
-            C.add_constraint(name, [lambda v: jnp.sin(1.3 * v[0]), lambda v: jnp.tanh(2 * v[0]), _logistic][t % 3], [prev])
+            C.add_constraint(name, unary[t % 3], [prev])
         prev = name
     last = C.index(prev)
     return Computation(lambda z: jnp.sin(z[last]) + 0.1 * jnp.sum(z**2), C.inputs, C), np.array([0.4, -0.7])
 
 
-def shared(layers: int = 7, width: int = 5):
+def shared(layers: int = 6, width: int = 4):
     """A lattice: node (l, j) reads nodes j and j+1 of layer l-1, so subexpressions are shared."""
+    node = lambda v: 0.9 * jnp.tanh(v[0] + v[1])  # noqa: E731
     C = Constraints([f"x{j}" for j in range(width)])
     prev = [f"x{j}" for j in range(width)]
     for layer in range(layers):
         cur = [f"n{layer}_{j}" for j in range(width)]
         for j in range(width):
-            C.add_constraint(cur[j], lambda v: jnp.tanh(v[0] + v[1]) * 0.9, [prev[j], prev[(j + 1) % width]])
+            C.add_constraint(cur[j], node, [prev[j], prev[(j + 1) % width]])
         prev = cur
     return Computation(lambda z: jnp.prod(jnp.cos(z)), C.inputs, C), np.linspace(-0.8, 0.6, width)
 

@@ -10,11 +10,16 @@ error, *normwise relative*: `max|actual - expected| / max|expected|` (absolute w
 | dconstraints_vs_jacrev      | D (local partials)          | `jax.jacrev` of the constraint vector, transposed |
 | dlagrangian_vs_grad         | dlagrangian                 | `jax.grad` of `lagrangian`                      |
 | dlagrangian_vs_fd           | dlagrangian                 | central finite differences of `lagrangian`      |
-| multipliers_vs_solve        | λ                           | `jnp.linalg.solve(D, -∇f)`                      |
-| multipliers_vs_triangular   | λ                           | `solve_triangular(D, -∇f)`                      |
+| multipliers_vs_solve        | λ                           | `jnp.linalg.solve(D', -∇f)`                     |
+| multipliers_vs_triangular   | λ                           | `solve_triangular(D', -∇f)`                     |
 | reverse_mode_dense          | λ (sparse partials)         | `reverse_mode(D, ∇f)` (partials read off D)     |
-| implicit_function           | `jax.jacfwd(solve_constraints)` | `-(Dᵀ)⁻¹ ∂C/∂x`                             |
+| implicit_function           | `jax.jacfwd` of the plain forward pass | `-(D'ᵀ)⁻¹ ∂C/∂x`                     |
 | stationarity                | ∇L at (x, z*, λ*)           | 0 for ∇_z L and ∇_λ L, λ[:d] for ∇_x L          |
+
+D is `dconstraints` (lagjax's local partials); D' is `jax.jacrev` of the constraint vector,
+transposed (JAX's AD of the constraint functions `f`, never of a user's `df`), so a wrong `df` is
+caught by the dense solves too. `reverse_mode_dense` and `stationarity` check lagjax against itself
+(the sweeps solve the system lagjax's own D defines): they pass even when a `df` is wrong.
 
 "The plain forward pass" is `reference_solve`: a Python loop over the constraints, as in the
 original NumPy code, sharing no code with lagjax's scans. It runs eagerly, so keep the programs

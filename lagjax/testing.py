@@ -41,12 +41,14 @@ import jax.scipy.linalg
 import numpy as np
 
 from lagjax._computation import Computation
+from lagjax._program import Constraints
 
 __all__ = [
     "central_difference",
     "check_computation",
     "default_tolerances",
     "oracle_errors",
+    "random_program",
     "reference_forward",
     "reference_solve",
     "relative_error",
@@ -220,3 +222,39 @@ def check_computation(comp: Computation, x, *, rtol: float | None = None, fd_rto
     if failed:
         raise AssertionError(f"{len(failed)} of {len(errors)} oracles failed for {comp!r}:\n" + "\n".join(failed))
     return errors
+
+
+# Bounded functions, one per arity, shared by every constraint of that arity (so a program of any
+# size has four groups): values stay in [-1, 1] whatever the size.
+_RANDOM_FUNCTIONS = {
+    1: lambda v: jnp.sin(v[0] + 0.5),
+    2: lambda v: jnp.tanh(v[0]) * jnp.tanh(v[1] - 0.3),
+    3: lambda v: jnp.tanh(jnp.sum(v) / 3),
+    4: lambda v: jnp.sin(v[0] * v[1] + v[2] - v[3]) / 2,
+}
+
+
+def random_program(n: int, d: int = 4, depth: int = 8, seed: int = 0) -> tuple[Computation, np.ndarray]:
+    """A random scalar program of `n` constraints, `d` inputs and `depth` levels, and inputs for it.
+
+    Constraint c sits in layer `1 + c * depth // n`; its first argument is drawn from the layer
+    before, the others (arity 1 to 4) from any earlier layer, so the depth is exactly `depth`. The
+    functions are bounded. The objective is the sum of the last layer plus 0.01 · Σ sin(z).
+
+    Returns: `(comp, x)`, x of shape `(d,)` uniform in [-1, 1] (float64 where enabled).
+    """
+    rng = np.random.default_rng(seed)
+    names = [f"x{i}" for i in range(d)] + [f"z{d + c}" for c in range(n)]
+    C = Constraints(names[:d])
+    layer_of = np.minimum(np.arange(n) * depth // max(n, 1), depth - 1) + 1
+    starts = np.searchsorted(layer_of, np.arange(1, depth + 2)) + d  # first variable of each layer
+    layer_start = np.r_[0, starts]  # layer 0 = the inputs
+    arity = rng.integers(1, 5, n)
+    for c in range(n):
+        layer = layer_of[c]
+        lo, hi = layer_start[layer - 1], layer_start[layer]
+        args = [rng.integers(lo, hi)] + list(rng.integers(0, hi, arity[c] - 1))
+        C.add_constraint(names[d + c], _RANDOM_FUNCTIONS[arity[c]], [names[a] for a in args])
+    last = np.arange(layer_start[depth], d + n)
+    comp = Computation(lambda z: jnp.sum(z[last]) + 0.01 * jnp.sum(jnp.sin(z)), C.inputs, C)
+    return comp, rng.uniform(-1, 1, d)

@@ -36,7 +36,7 @@ class Computation:
     of `Constraint`), `f`, `df` (always callable).
 
     Every method accepts arrays of float32 or float64 (integers are promoted to the default float
-    type), runs jitted, compiles once per input shape and dtype, and works inside `jax.jit`.
+    type, complex values are refused), runs jitted, compiles once per input shape and dtype, and works inside `jax.jit`.
     """
 
     def __init__(
@@ -50,10 +50,10 @@ class Computation:
             raise TypeError(f"`constraints` must be a lagjax.Constraints, got {type(constraints).__name__}.")
         if not callable(f):
             raise TypeError(f"The objective `f` must be callable, got {f!r}.")
-        if list(inputs) != constraints.inputs:
+        if not isinstance(inputs, Sequence) or list(inputs) != constraints.inputs:
             raise ValueError(
                 f"`inputs` must be the program's input indices, `constraints.inputs` = {constraints.inputs}; "
-                f"got {list(inputs)!r}."
+                f"got {inputs!r}."
             )
         self.d = constraints.d
         self.n = constraints.n
@@ -140,6 +140,8 @@ class Computation:
     # --- argument checks -----------------------------------------------------------------
     def _vector(self, value, name: str, size: int, what: str, dtype=None) -> jax.Array:
         value = jnp.asarray(value, dtype)
+        if jnp.issubdtype(value.dtype, jnp.complexfloating):
+            raise TypeError(f"`{name}` is complex ({value.dtype}); lagjax programs are real: pass float32 or float64.")
         if not jnp.issubdtype(value.dtype, jnp.floating):
             value = value.astype(jnp.result_type(float))
         if value.shape != (size,):
@@ -226,7 +228,8 @@ class Computation:
     def reverse_mode(self, D, v) -> jax.Array:
         """Solve the upper triangular system `D λ = -v` by back-substitution; `v` and `λ` shape `(n,)`.
 
-        Only D's entries on the program's sparsity pattern are read.
+        D is a constraint Jacobian as from `dconstraints`: its diagonal is -1 by construction and is
+        not read; of the rest, only the entries on the program's sparsity pattern are read.
         """
         D = self._square(D)
         dtype = self._common(D, v)
@@ -235,7 +238,8 @@ class Computation:
     def forward_mode(self, D, v) -> jax.Array:
         """Solve `Dᵀ t = -v` by forward substitution; `v` and `t` shape `(n,)`.
 
-        Only D's entries on the program's sparsity pattern are read.
+        D is a constraint Jacobian as from `dconstraints`: its diagonal is -1 by construction and is
+        not read; of the rest, only the entries on the program's sparsity pattern are read.
         """
         D = self._square(D)
         dtype = self._common(D, v)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lagjax import _substitution
 from lagjax._schedule import Schedule
 
 
 def apply(schedule: Schedule, tables: dict, partials: jax.Array, lam: jax.Array) -> jax.Array:
     """`D λ` without D: `(D λ)_j = -λ_j + Σ_{i consumes j} ∂f_i/∂z_j λ_i`. Shapes `(n,) -> (n,)`."""
-    ext = jnp.zeros(schedule.n + 1, lam.dtype).at[: schedule.n].set(lam)
-    lam_out = jnp.where(tables["valid"], ext[tables["out"]], 0)
-    pushed = jnp.zeros_like(ext).at[tables["args"]].add(partials * lam_out[..., None])
+    ext = _substitution.extend(schedule, lam)
+    pushed = _substitution.push(jnp.zeros_like(ext), ext, tables["out"], tables["args"], tables["valid"], partials)
     return pushed[: schedule.n] - lam
 
 

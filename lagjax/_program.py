@@ -170,7 +170,7 @@ class Constraints:
                     f"{name!r} first (an input or an earlier constraint); programs must be acyclic, "
                     f"each variable defined before it is used (cyclic programs are not supported yet)."
                 )
-        key = (f, df, len(rhs))
+        key = (id(f), id(df), len(rhs))  # identity: callables need not be hashable; the records keep them alive
         if key not in self._checked:
             _signature.check_local(f, df, len(rhs), f"constraint {lhs!r}")
             self._checked.add(key)

@@ -27,7 +27,7 @@ import numpy as np
 _STEP_COST_IN_LANES = 16
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Group:
     """Constraints sharing the function `f`, the gradient `df` (or None) and the arity `k`."""
 
@@ -102,10 +102,10 @@ def build(d: int, constraints: Sequence) -> Schedule:
     level = [0] * n
     for c, con in enumerate(constraints):
         assert con.i == d + c, "constraints must define variables d, d+1, ... in order"
-        key = (con.f, con.df, len(con.args))
+        key = (id(con.f), id(con.df), len(con.args))  # identity: callables need not be hashable
         if key not in group_ids:
             group_ids[key] = len(groups)
-            groups.append(Group(*key))
+            groups.append(Group(con.f, con.df, len(con.args)))
         gid[c] = group_ids[key]
         args_c[c, : len(con.args)] = con.args
         level[d + c] = 1 + max(level[a] for a in con.args)

@@ -17,9 +17,13 @@ def _abstract_result(fn: Callable, size: int, what: str):
     try:
         out = jax.eval_shape(fn, probe)
     except Exception as err:  # the user's function failed to trace: show why, beneath ours
+        hint = (
+            " It must be a JAX-traceable function of that vector: use jax.numpy (jnp.exp, not np.exp)."
+            if isinstance(err, jax.errors.TracerArrayConversionError)
+            else ""
+        )
         raise TypeError(
-            f"{what} failed when called on a float vector of shape ({size},). It must be a JAX-traceable "
-            f"function of that vector: use jax.numpy (jnp.exp, not np.exp). The original error is shown above."
+            f"{what} failed when called on a float vector of shape ({size},).{hint} The original error is shown above."
         ) from err
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise TypeError(f"{what} must return one array, got the structure {jax.tree.structure(out)}.")
@@ -51,7 +55,7 @@ def check_objective(f: Callable, df: Callable | None, n: int) -> None:
     if out.shape not in ((), (1,)):
         raise ValueError(
             f"The objective `f` returned shape {out.shape} for the {n} variables; it must be a scalar, "
-            f"shape () (for several outputs, build one Computation per output or sum them)."
+            f"shape () or (1,) (for several outputs, build one Computation per output or sum them)."
         )
     if df is not None:
         out = _abstract_result(df, n, "The objective gradient `df`")

@@ -18,8 +18,19 @@ import jax.numpy as jnp
 from lagjax._schedule import Schedule
 
 
-def _extend(schedule: Schedule, v: jax.Array) -> jax.Array:
+def extend(schedule: Schedule, v: jax.Array) -> jax.Array:
+    """`v` (n,) with the scratch slot appended: (n + 1,)."""
     return jnp.zeros(schedule.n + 1, v.dtype).at[: schedule.n].set(v)
+
+
+def push(target: jax.Array, source: jax.Array, out, args, valid, partials) -> jax.Array:
+    """`target[args] += partials * source[out]` over real lanes: the transposed local Jacobian.
+
+    Works on one block (`out` (width,)) or all at once (`out` (S, width)); padding lanes push
+    nothing, whatever the scratch slot holds.
+    """
+    source_out = jnp.where(valid, source[out], 0)
+    return target.at[args].add(partials * source_out[..., None])
 
 
 def solve_constraints(
@@ -55,14 +66,13 @@ def back_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v: ja
 
     Args: `partials` `(S, width, kmax)`, `v` `(n,)`. Returns `λ` `(n,)`.
     """
-    lam = _extend(schedule, v)
+    lam = extend(schedule, v)
     if schedule.num_blocks == 0:
         return lam[: schedule.n]
 
     def step(lam, block):
         out, args, valid, p = block
-        lam_out = jnp.where(valid, lam[out], 0)  # padding lanes push nothing, whatever the scratch holds
-        return lam.at[args].add(p * lam_out[:, None]), None
+        return push(lam, lam, out, args, valid, p), None
 
     xs = (tables["out"], tables["args"], tables["valid"], partials)
     lam, _ = jax.lax.scan(step, lam, xs, reverse=True)
@@ -77,7 +87,7 @@ def forward_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v:
 
     Args: `partials` `(S, width, kmax)`, `v` `(n,)`. Returns `t` `(n,)`.
     """
-    t = _extend(schedule, v)
+    t = extend(schedule, v)
     if schedule.num_blocks == 0:
         return t[: schedule.n]
 

@@ -47,6 +47,7 @@ __all__ = [
     "central_difference",
     "check_computation",
     "default_tolerances",
+    "judge",
     "oracle_errors",
     "random_program",
     "reference_forward",
@@ -196,6 +197,18 @@ def _independent_answers(comp: Computation, x, z_star, point) -> dict:
     )
 
 
+def judge(comp: Computation, x, *, rtol: float | None = None, fd_rtol: float | None = None, **kwargs) -> list[tuple[str, float, float]]:
+    """Every oracle's `(name, largest error, tolerance)` at `x`; defaults from `default_tolerances`.
+
+    `**kwargs` go to `oracle_errors` (`z`, `l`, `seed`).
+    """
+    tolerances = default_tolerances(comp._x(x).dtype)
+    rtol = tolerances["rtol"] if rtol is None else rtol
+    fd_rtol = tolerances["fd_rtol"] if fd_rtol is None else fd_rtol
+    errors = oracle_errors(comp, x, **kwargs)
+    return [(name, error, fd_rtol if name.endswith("_fd") else rtol) for name, error in errors.items()]
+
+
 def check_computation(comp: Computation, x, *, rtol: float | None = None, fd_rtol: float | None = None, **kwargs) -> dict[str, float]:
     """Run every oracle at `x` and raise an AssertionError naming each that fails.
 
@@ -209,19 +222,11 @@ def check_computation(comp: Computation, x, *, rtol: float | None = None, fd_rto
     Returns:
       The errors by oracle name, when all pass.
     """
-    tolerances = default_tolerances(comp._x(x).dtype)
-    rtol = tolerances["rtol"] if rtol is None else rtol
-    fd_rtol = tolerances["fd_rtol"] if fd_rtol is None else fd_rtol
-    errors = oracle_errors(comp, x, **kwargs)
-    failed = [
-        f"  {name}: largest error {error:.3g} > {tol:.3g}"
-        for name, error in errors.items()
-        for tol in [fd_rtol if name.endswith("_fd") else rtol]
-        if not error <= tol
-    ]
+    verdicts = judge(comp, x, rtol=rtol, fd_rtol=fd_rtol, **kwargs)
+    failed = [f"  {name}: largest error {error:.3g} > {tol:.3g}" for name, error, tol in verdicts if not error <= tol]
     if failed:
-        raise AssertionError(f"{len(failed)} of {len(errors)} oracles failed for {comp!r}:\n" + "\n".join(failed))
-    return errors
+        raise AssertionError(f"{len(failed)} of {len(verdicts)} oracles failed for {comp!r}:\n" + "\n".join(failed))
+    return {name: error for name, error, _ in verdicts}
 
 
 # Bounded functions, one per arity, shared by every constraint of that arity (so a program of any
@@ -241,8 +246,10 @@ def random_program(n: int, d: int = 4, depth: int = 8, seed: int = 0) -> tuple[C
     before, the others (arity 1 to 4) from any earlier layer, so the depth is exactly `depth`. The
     functions are bounded. The objective is the sum of the last layer plus 0.01 · Σ sin(z).
 
-    Returns: `(comp, x)`, x of shape `(d,)` uniform in [-1, 1] (float64 where enabled).
+    Returns: `(comp, x)`, x a NumPy float64 array of shape `(d,)`, uniform in [-1, 1].
     """
+    if d < 1 or not 1 <= depth <= n:
+        raise ValueError(f"`random_program` needs d >= 1 and 1 <= depth <= n; got n={n}, d={d}, depth={depth}.")
     rng = np.random.default_rng(seed)
     names = [f"x{i}" for i in range(d)] + [f"z{d + c}" for c in range(n)]
     C = Constraints(names[:d])

@@ -121,3 +121,39 @@ def test_other_arguments_of_the_wrong_shape(comp):
 def test_unknown_name(C):
     with pytest.raises(KeyError, match=r"No variable named 'nope'"):
         C.index("nope")
+
+
+def test_complex_inputs_are_refused(comp):
+    with pytest.raises(TypeError, match=r"`x` is complex"):
+        comp.gradient(np.array([1 + 2j, 0]))
+
+
+def test_inputs_that_are_not_a_list(C):
+    with pytest.raises(ValueError, match=r"`inputs` must be the program's input indices.*got 1"):
+        Computation(lambda z: z[2], 1, C)
+
+
+def test_random_program_arguments():
+    from lagjax import testing
+
+    with pytest.raises(ValueError, match=r"1 <= depth <= n; got n=2, d=4, depth=8"):
+        testing.random_program(2, depth=8)
+
+
+def test_unhashable_callables_are_fine():
+    class Scale:  # a callable object that is not hashable (like a module holding arrays)
+        __hash__ = None
+
+        def __call__(self, v):
+            return 2.0 * v[0]
+
+    C = Constraints(["x"])
+    C.add_constraint("a", Scale(), ["x"])
+    comp = Computation(lambda z: z[1] ** 2, C.inputs, C)
+    np.testing.assert_allclose(comp.gradient(np.array([1.5])), [8 * 1.5])
+
+
+def test_shape_errors_in_f_keep_their_own_message(C):
+    with pytest.raises(TypeError, match=r"`f` of constraint 'b' failed") as info:
+        C.add_constraint("b", lambda v: v[0] @ v[1:], ["a", "y"])
+    assert "jnp.exp" not in str(info.value)  # the numpy hint is only for numpy calls on tracers

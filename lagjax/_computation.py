@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lagjax import _jacobian, _local, _schedule, _signature, _substitution
 from lagjax._program import Constraints
@@ -115,6 +116,9 @@ class Computation:
         def penalties(tables, z):
             return _local.penalties(sched, tables, z)
 
+        def partials(tables, z):
+            return _local.local_jacobian(sched, tables, z)
+
         self._jit = {
             name: jax.jit(fn)
             for name, fn in dict(
@@ -128,6 +132,7 @@ class Computation:
                 reverse_mode=reverse_mode,
                 forward_mode=forward_mode,
                 penalties=penalties,
+                partials=partials,
             ).items()
         }
 
@@ -224,6 +229,22 @@ class Computation:
     def dconstraints(self, z) -> jax.Array:
         """The dense constraint Jacobian D at `z`, shape `(n, n)`: for small programs and checks."""
         return self._jit["dconstraints"](self._tables, self._z(z))
+
+    def sparse_dconstraints(self, z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """D at `z` in coordinate form, for programs of any size: `(values, rows, cols)`, NumPy arrays.
+
+        `D[rows[e], cols[e]] += values[e]` over the entries e builds D (a variable repeated among a
+        constraint's arguments has one entry per occurrence; they add up), e.g.
+        `scipy.sparse.coo_matrix((values, (rows, cols)), shape=(n, n))`. The -1 diagonal is included.
+        """
+        P = np.asarray(self._jit["partials"](self._tables, self._z(z)))
+        rows, cols, mask = _jacobian.coordinates(self.schedule)
+        diagonal = np.arange(self.n)
+        return (
+            np.concatenate([P[mask], np.full(self.n, -1, P.dtype)]),
+            np.concatenate([rows, diagonal]),
+            np.concatenate([cols, diagonal]),
+        )
 
     def reverse_mode(self, D, v) -> jax.Array:
         """Solve the upper triangular system `D λ = -v` by back-substitution; `v` and `λ` shape `(n,)`.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lagjax import _substitution
 from lagjax._schedule import Schedule
@@ -27,6 +28,13 @@ def dense(schedule: Schedule, tables: dict, partials: jax.Array) -> jax.Array:
     ext = jnp.zeros((n + 1, n + 1), partials.dtype)
     ext = ext.at[tables["args"], tables["out"][..., None]].add(partials)
     return ext[:n, :n] - jnp.eye(n, dtype=partials.dtype)
+
+
+def coordinates(schedule: Schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the sparse partials sit in D: `(rows, cols, mask)`, `P[mask]` the values at `(rows, cols)`."""
+    mask = schedule.valid[..., None] & (schedule.args != schedule.n)
+    cols = np.broadcast_to(schedule.out[..., None], schedule.args.shape)
+    return schedule.args[mask], cols[mask], mask
 
 
 def partials_from_dense(schedule: Schedule, tables: dict, D: jax.Array) -> jax.Array:

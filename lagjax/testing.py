@@ -229,39 +229,109 @@ def check_computation(comp: Computation, x, *, rtol: float | None = None, fd_rto
     return {name: error for name, error, _ in verdicts}
 
 
-# Bounded functions, one per arity, shared by every constraint of that arity (so a program of any
-# size has four groups): values stay in [-1, 1] whatever the size.
+# Bounded functions by arity: each maps [-1, 1]^k into [-1, 1] (so values stay finite at any size),
+# defined once here and shared by every constraint that uses it, so a program of any size has at
+# most a dozen groups.
 _RANDOM_FUNCTIONS = {
-    1: lambda v: jnp.sin(v[0] + 0.5),
-    2: lambda v: jnp.tanh(v[0]) * jnp.tanh(v[1] - 0.3),
-    3: lambda v: jnp.tanh(jnp.sum(v) / 3),
-    4: lambda v: jnp.sin(v[0] * v[1] + v[2] - v[3]) / 2,
+    1: (
+        lambda v: jnp.sin(v[0] + 0.5),
+        lambda v: jnp.tanh(2 * v[0]),
+        lambda v: jax.nn.sigmoid(3 * v[0]),
+        lambda v: jax.nn.softplus(v[0]) - 0.7,
+    ),
+    2: (
+        lambda v: jnp.tanh(v[0]) * jnp.tanh(v[1] - 0.3),
+        lambda v: v[0] * v[1],
+        lambda v: (v[0] + v[1]) / 2,
+    ),
+    3: (
+        lambda v: jnp.tanh(jnp.sum(v) / 3),
+        lambda v: v[0] * v[1] * v[2],
+        lambda v: (v[0] * v[1] + v[2]) / 2,
+    ),
+    4: (
+        lambda v: jnp.sin(v[0] * v[1] + v[2] - v[3]) / 2,
+        lambda v: jnp.mean(v),
+        lambda v: (v[0] * v[1] - v[2] * v[3]) / 2,
+    ),
 }
 
+PROFILES = ("wide", "deep", "mixed")
 
-def random_program(n: int, d: int = 4, depth: int = 8, seed: int = 0) -> tuple[Computation, np.ndarray]:
-    """A random scalar program of `n` constraints, `d` inputs and `depth` levels, and inputs for it.
 
-    Constraint c sits in layer `1 + c * depth // n`; its first argument is drawn from the layer
-    before, the others (arity 1 to 4) from any earlier layer, so the depth is exactly `depth`. The
-    functions are bounded. The objective is the sum of the last layer plus 0.01 · Σ sin(z).
+def _layer_sizes(n: int, profile: str, depth: int | None) -> np.ndarray:
+    """Constraints per layer (layer 1 reads the inputs), summing to n."""
+    if depth is not None:
+        if not 1 <= depth <= n:
+            raise ValueError(f"`random_program` needs 1 <= depth <= n; got n={n}, depth={depth}.")
+        return np.diff(np.arange(depth + 1) * n // depth)
+    if profile == "wide":
+        return _layer_sizes(n, "", min(n, 8))
+    if profile == "deep":
+        return np.ones(n, np.int64)
+    if profile == "mixed":  # a wide third, a chain, a wide third
+        a, b = n // 3, n - 2 * (n // 3)
+        return np.r_[_layer_sizes(a, "wide", None) if a else [], np.ones(b, np.int64),
+                     _layer_sizes(a, "wide", None) if a else []].astype(np.int64)
+    raise ValueError(f"`profile` must be one of {PROFILES}; got {profile!r}.")
 
-    Returns: `(comp, x)`, x a NumPy float64 array of shape `(d,)`, uniform in [-1, 1].
+
+def random_program(
+    n: int,
+    d: int = 4,
+    depth: int | None = None,
+    seed: int = 0,
+    *,
+    profile: str = "wide",
+    max_arity: int = 4,
+    objective: str = "all",
+) -> tuple[Computation, np.ndarray]:
+    """A random scalar program of `n` constraints and `d` inputs, and inputs for it.
+
+    Constraints come in layers; each reads one variable of the layer before (so the depth is the
+    number of layers) and, up to its arity (uniform in 1..`max_arity`), any earlier variables.
+    Functions are drawn from a dozen bounded ones (sin, tanh, logistic, softplus, products and
+    scaled sums of bounded values): every value stays in [-1, 1], whatever the size.
+
+    Args:
+      n: the number of constraints, >= 1.
+      d: the number of inputs, >= 1; inputs beyond the first layer's reach may be unused.
+      depth: the number of layers, of equal size (overrides `profile`).
+      seed: the NumPy random seed.
+      profile: the layer sizes where `depth` is None: "wide", 8 equal layers (`min(n, 8)`);
+        "deep", a chain, one constraint per layer; "mixed", a wide third, a chain, a wide third.
+      max_arity: the largest arity, 1 to 4.
+      objective: "all", the sum of the last layer plus 0.01 · Σ sin(z) (every variable counts);
+        "last", the sum of the last layer only (other variables are ignored by the objective).
+
+    Returns:
+      `(comp, x)`: the `Computation` and inputs, a NumPy float64 array of shape `(d,)`, uniform in [-1, 1].
     """
-    if d < 1 or not 1 <= depth <= n:
-        raise ValueError(f"`random_program` needs d >= 1 and 1 <= depth <= n; got n={n}, d={d}, depth={depth}.")
+    if n < 1 or d < 1:
+        raise ValueError(f"`random_program` needs n >= 1 and d >= 1; got n={n}, d={d}.")
+    if not 1 <= max_arity <= 4:
+        raise ValueError(f"`max_arity` must be 1 to 4; got {max_arity}.")
+    if objective not in ("all", "last"):
+        raise ValueError(f'`objective` must be "all" or "last"; got {objective!r}.')
+    sizes = _layer_sizes(n, profile, depth)
     rng = np.random.default_rng(seed)
+    layer_start = np.r_[0, d + np.cumsum(np.r_[0, sizes])]  # first variable of each layer; layer 0 = inputs
+    layer = np.repeat(np.arange(1, len(sizes) + 1), sizes)
+    lo, hi = layer_start[layer - 1], layer_start[layer]
+    arity = rng.integers(1, max_arity + 1, n)
+    args = (rng.random((n, 4)) * hi[:, None]).astype(np.int64)  # any earlier variable
+    args[:, 0] = lo + (rng.random(n) * (hi - lo)).astype(np.int64)  # one from the layer before
+    choice = rng.integers(0, 12, n)
+    functions = [_RANDOM_FUNCTIONS[k][choice[c] % len(_RANDOM_FUNCTIONS[k])] for c, k in enumerate(arity.tolist())]
+
     names = [f"x{i}" for i in range(d)] + [f"z{d + c}" for c in range(n)]
     C = Constraints(names[:d])
-    layer_of = np.minimum(np.arange(n) * depth // max(n, 1), depth - 1) + 1
-    starts = np.searchsorted(layer_of, np.arange(1, depth + 2)) + d  # first variable of each layer
-    layer_start = np.r_[0, starts]  # layer 0 = the inputs
-    arity = rng.integers(1, 5, n)
-    for c in range(n):
-        layer = layer_of[c]
-        lo, hi = layer_start[layer - 1], layer_start[layer]
-        args = [rng.integers(lo, hi)] + list(rng.integers(0, hi, arity[c] - 1))
-        C.add_constraint(names[d + c], _RANDOM_FUNCTIONS[arity[c]], [names[a] for a in args])
-    last = np.arange(layer_start[depth], d + n)
-    comp = Computation(lambda z: jnp.sum(z[last]) + 0.01 * jnp.sum(jnp.sin(z)), C.inputs, C)
-    return comp, rng.uniform(-1, 1, d)
+    add = C.add_constraint
+    for c, (k, row) in enumerate(zip(arity.tolist(), args.tolist())):
+        add(names[d + c], functions[c], [names[a] for a in row[:k]])
+    last = np.arange(layer_start[-2], d + n)
+    if objective == "all":
+        f = lambda z: jnp.sum(z[last]) + 0.01 * jnp.sum(jnp.sin(z))
+    else:
+        f = lambda z: jnp.sum(z[last])
+    return Computation(f, C.inputs, C), rng.uniform(-1, 1, d)

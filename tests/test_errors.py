@@ -136,7 +136,7 @@ def test_inputs_that_are_not_a_list(C):
 def test_random_program_arguments():
     from lagjax import testing
 
-    with pytest.raises(ValueError, match=r"1 <= depth <= n; got n=2, d=4, depth=8"):
+    with pytest.raises(ValueError, match=r"1 <= depth <= n; got n=2, depth=8"):
         testing.random_program(2, depth=8)
 
 

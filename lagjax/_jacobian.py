@@ -11,15 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lagjax import _substitution
 from lagjax._schedule import Schedule
 
 
 def apply(schedule: Schedule, tables: dict, partials: jax.Array, lam: jax.Array) -> jax.Array:
     """`D λ` without D: `(D λ)_j = -λ_j + Σ_{i consumes j} ∂f_i/∂z_j λ_i`. Shapes `(n,) -> (n,)`."""
-    ext = _substitution.extend(schedule, lam)
-    pushed = _substitution.push(jnp.zeros_like(ext), ext, tables["out"], tables["args"], tables["valid"], partials)
-    return pushed[: schedule.n] - lam
+    n = schedule.n
+    source = jnp.zeros(n + 1, lam.dtype).at[:n].set(lam)[tables["out"]]  # 0 at padding lanes
+    pushed = jnp.zeros(n + 1, lam.dtype).at[tables["args"]].add(partials * source[..., None])
+    return pushed[:n] - lam
 
 
 def dense(schedule: Schedule, tables: dict, partials: jax.Array) -> jax.Array:

@@ -6,13 +6,18 @@ constraint, so constraints of one level are independent of each other.
 
 The sweeps run over *blocks*: `width` lanes of constraints that share a level and a group, blocks
 ordered by level. One scan step handles one block, vectorised across its lanes. Width 1 is the plain
-topological order (best for deep, narrow programs); a large width is a level-by-level sweep (best
-for wide programs). `_choose_width` picks it from the program's shape.
+topological order (deep, narrow programs pay no padding); a large width is a level-by-level sweep
+(wide programs). `_choose_width` picks it from the program's shape, by a cost model of a scan step.
 
-Index conventions of the tables, for a program of n variables: the carried vectors have n + 1
-entries, the last a scratch slot. A padding argument position (arity below `kmax`) reads the scratch
-slot; a padding lane (a block not full) writes the scratch slot, and reads the arguments of its
-block's first lane, so that the functions are only ever evaluated where the program evaluates them.
+The sweeps carry their vectors in *slot order*: the inputs, then the blocks' lanes one after
+another (slot `d + b * width + lane`), so each block writes one contiguous slice
+(`dynamic_update_slice`, in place) instead of scattering. `slot_of` maps variables to slots.
+A padding lane (a block not full) owns a slot nothing reads, and reads the arguments of its block's
+first lane, so the functions are only ever evaluated where the program evaluates them; a padding
+argument position (arity below `kmax`) repeats the lane's first argument, with a zero partial.
+
+The tables in variable numbering (`out`, `args`), for the Jacobian views, use n (one past the
+last variable) at padding lanes and positions.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-# One scan step costs about as much as this many lanes of work (per-step overhead of a while loop
-# with a gather and a scatter on CPU, against the per-lane cost of a small elementwise function).
-_STEP_COST_IN_LANES = 16
+# The cost model of one scan step, in nanoseconds, measured on CPU (XLA, 2 cores), for the forward
+# sweep. Blocks of at most `DYNAMIC_READS_MAX_WIDTH` lanes read their arguments with one
+# `dynamic_slice` each; wider blocks gather, and a gather from the carried vector in the same step
+# as its in-place update costs time growing with the vector's length.
+DYNAMIC_READS_MAX_WIDTH = 4
+_DYNAMIC_STEP_NS, _DYNAMIC_READ_NS = 10.0, 22.0
+_GATHER_STEP_NS, _GATHER_STEP_NS_PER_VARIABLE = 1000.0, 0.006
+_LANE_NS = 30.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -46,8 +56,11 @@ class Schedule:
       kmax: the largest arity.
       depth: the largest level.
       groups: the `Group`s, indexed by group id.
-      out: (S, width) index defined by each lane; n (scratch) for padding lanes.
+      out: (S, width) index defined by each lane; n for padding lanes.
       args: (S, width, kmax) argument indices of each lane; n for padding positions.
+      slots: (S, width, kmax) the arguments' slots (see the module docstring).
+      start: (S,) the first slot of each block, `d + b * width`.
+      slot_of: (n,) the slot of each variable.
       valid: (S, width) whether a lane holds a constraint.
       block_group: (S,) the group id of each block.
       group_slots: per group, (m_g,) flat lane indices (into S * width) of its constraints.
@@ -65,6 +78,9 @@ class Schedule:
     groups: tuple[Group, ...]
     out: np.ndarray
     args: np.ndarray
+    slots: np.ndarray
+    start: np.ndarray
+    slot_of: np.ndarray
     valid: np.ndarray
     block_group: np.ndarray
     group_slots: tuple[np.ndarray, ...]
@@ -76,11 +92,24 @@ class Schedule:
     def num_blocks(self) -> int:
         return self.out.shape[0]
 
+    @property
+    def num_slots(self) -> int:
+        """The length of the vectors the sweeps carry: `d + S * width`."""
+        return self.d + self.num_blocks * self.width
+
+    @property
+    def dynamic_reads(self) -> bool:
+        """Whether the sweeps read arguments with one `dynamic_slice` each, rather than a gather."""
+        return self.width <= DYNAMIC_READS_MAX_WIDTH
+
     def tables(self) -> dict:
         """The arrays the traced sweeps read, as a pytree (passed as arguments, not constants)."""
         return dict(
             out=self.out,
             args=self.args,
+            slots=self.slots,
+            start=self.start,
+            slot_of=self.slot_of,
             valid=self.valid,
             block_group=self.block_group,
             group_slots=list(self.group_slots),
@@ -116,7 +145,7 @@ def build(d: int, constraints: Sequence) -> Schedule:
     run_key = level_c[order] * max(len(groups), 1) + gid[order]
     run_start = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]]) if n_c else np.zeros(0, int)
     run_count = np.diff(np.r_[run_start, n_c])
-    width = _choose_width(run_count)
+    width = _choose_width(run_count, n, kmax)
 
     # Cut each run into blocks of `width` lanes.
     run_blocks = -(-run_count // width)
@@ -136,6 +165,9 @@ def build(d: int, constraints: Sequence) -> Schedule:
     valid = valid.reshape(num_blocks, width)
     args = args.reshape(num_blocks, width, kmax)
     args = np.where(valid[..., None], args, args[:, :1, :])  # padding lanes copy lane 0
+    slot_of = np.arange(n, dtype=np.int32)
+    slot_of[d + order] = d + slot
+    slots = slot_of[np.where(args == n, args[..., :1], args)]  # padding positions repeat the first
     block_group = np.zeros(num_blocks, np.int32)
     block_group[run_first_block[run_of] + rank // width] = gid[order]
 
@@ -160,6 +192,9 @@ def build(d: int, constraints: Sequence) -> Schedule:
         groups=tuple(groups),
         out=out,
         args=args,
+        slots=slots.astype(np.int32),
+        start=(d + width * np.arange(num_blocks)).astype(np.int32),
+        slot_of=slot_of,
         valid=valid,
         block_group=block_group,
         group_slots=tuple(group_slots),
@@ -169,14 +204,21 @@ def build(d: int, constraints: Sequence) -> Schedule:
     )
 
 
-def _choose_width(run_count: np.ndarray) -> int:
-    """The power-of-two width minimising `sum over runs of blocks * (step cost + width)`."""
+def step_ns(width: int, n: int, kmax: int) -> float:
+    """The modelled time of one forward-sweep step over a block of `width` lanes."""
+    if width <= DYNAMIC_READS_MAX_WIDTH:
+        return _DYNAMIC_STEP_NS + width * (kmax * _DYNAMIC_READ_NS + _LANE_NS)
+    return _GATHER_STEP_NS + n * _GATHER_STEP_NS_PER_VARIABLE + width * _LANE_NS
+
+
+def _choose_width(run_count: np.ndarray, n: int, kmax: int) -> int:
+    """The power-of-two width minimising the modelled sweep time, `Σ_runs blocks(run) * step_ns(width)`."""
     if run_count.size == 0:
         return 1
     best, best_cost = 1, None
     width = 1
     while True:
-        cost = float(np.sum(-(-run_count // width)) * (_STEP_COST_IN_LANES + width))
+        cost = float(np.sum(-(-run_count // width))) * step_ns(width, n, kmax)
         if best_cost is None or cost < best_cost:
             best, best_cost = width, cost
         if width >= run_count.max():

@@ -5,7 +5,10 @@ penalty, so `D[i, i] = -1` and `D[j, i] = ∂f_i/∂z_j` for j in args(i). In to
 upper triangular with -1 on its diagonal, so both triangular systems below are solved by
 substitution, in linear time, from the sparse partials `P` alone (see `_local.local_jacobian`).
 
-Carried vectors have n + 1 entries; the last is the schedule's scratch slot.
+The sweeps carry their vectors in slot order (`_schedule`): block b owns the slots
+`start[b] : start[b] + width`, so its values are one `dynamic_slice` to read and one in-place
+`dynamic_update_slice` to write. Its arguments are read with one `dynamic_slice` each in narrow
+blocks, and with a gather in wide ones (`Schedule.dynamic_reads`).
 """
 
 from __future__ import annotations
@@ -14,23 +17,33 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from lagjax._schedule import Schedule
 
 
-def extend(schedule: Schedule, v: jax.Array) -> jax.Array:
-    """`v` (n,) with the scratch slot appended: (n + 1,)."""
-    return jnp.zeros(schedule.n + 1, v.dtype).at[: schedule.n].set(v)
+def to_slots(schedule: Schedule, tables: dict, v: jax.Array) -> jax.Array:
+    """A vector over the variables, `(n,)`, in slot order, `(num_slots,)`; padding slots 0."""
+    return jnp.zeros(schedule.num_slots, v.dtype).at[tables["slot_of"]].set(v)
 
 
-def push(target: jax.Array, source: jax.Array, out, args, valid, partials) -> jax.Array:
-    """`target[args] += partials * source[out]` over real lanes: the transposed local Jacobian.
+def from_slots(tables: dict, v: jax.Array) -> jax.Array:
+    """The inverse of `to_slots`: `(num_slots,) -> (n,)`."""
+    return v[tables["slot_of"]]
 
-    Works on one block (`out` (width,)) or all at once (`out` (S, width)); padding lanes push
-    nothing, whatever the scratch slot holds.
-    """
-    source_out = jnp.where(valid, source[out], 0)
-    return target.at[args].add(partials * source_out[..., None])
+
+def read(schedule: Schedule, v: jax.Array, slots: jax.Array) -> jax.Array:
+    """`v[slots]` for one block's argument slots `(width, kmax)`."""
+    if not schedule.dynamic_reads:
+        return v[slots]
+    flat = slots.reshape(-1)
+    values = [lax.dynamic_index_in_dim(v, flat[e], keepdims=False) for e in range(flat.shape[0])]
+    return jnp.stack(values).reshape(slots.shape)
+
+
+def block(v: jax.Array, start: jax.Array, width: int) -> jax.Array:
+    """The block's own values, `v[start : start + width]`."""
+    return lax.dynamic_slice_in_dim(v, start, width)
 
 
 def solve_constraints(
@@ -40,21 +53,21 @@ def solve_constraints(
 
     Args: `x` of shape `(d,)`. Returns `z` of shape `(n,)`.
     """
-    z = jnp.zeros(schedule.n + 1, x.dtype).at[: schedule.d].set(x)
+    z = jnp.zeros(schedule.num_slots, x.dtype).at[: schedule.d].set(x)
     if schedule.num_blocks == 0:
-        return z[: schedule.n]
+        return from_slots(tables, z)
 
-    def step(z, block):
-        out, args, group = block
-        values = z[args]
+    def step(z, blk):
+        slots, start, group = blk
+        values = read(schedule, z, slots)
         if len(branches) == 1:
             new = branches[0](values)
         else:
-            new = jax.lax.switch(group, branches, values)
-        return z.at[out].set(new), None
+            new = lax.switch(group, branches, values)
+        return lax.dynamic_update_slice_in_dim(z, new, start, 0), None
 
-    z, _ = jax.lax.scan(step, z, (tables["out"], tables["args"], tables["block_group"]))
-    return z[: schedule.n]
+    z, _ = lax.scan(step, z, (tables["slots"], tables["start"], tables["block_group"]))
+    return from_slots(tables, z)
 
 
 def back_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v: jax.Array) -> jax.Array:
@@ -62,21 +75,22 @@ def back_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v: ja
 
     Row j of the system reads `λ_j = v_j + Σ_{i consumes j} ∂f_i/∂z_j λ_i`. Every consumer of j
     comes later in topological order, so sweeping blocks in reverse, a block's λ is final when it is
-    reached, and it pushes `∂f_i/∂z_j λ_i` to its arguments.
+    reached, and it pushes `∂f_i/∂z_j λ_i` to its arguments (padding lanes and positions push
+    zero: their partials are zero and their λ stays zero).
 
     Args: `partials` `(S, width, kmax)`, `v` `(n,)`. Returns `λ` `(n,)`.
     """
-    lam = extend(schedule, v)
+    lam = to_slots(schedule, tables, v)
     if schedule.num_blocks == 0:
-        return lam[: schedule.n]
+        return from_slots(tables, lam)
 
-    def step(lam, block):
-        out, args, valid, p = block
-        return push(lam, lam, out, args, valid, p), None
+    def step(lam, blk):
+        slots, start, p = blk
+        own = block(lam, start, schedule.width)
+        return lam.at[slots].add(p * own[:, None]), None
 
-    xs = (tables["out"], tables["args"], tables["valid"], partials)
-    lam, _ = jax.lax.scan(step, lam, xs, reverse=True)
-    return lam[: schedule.n]
+    lam, _ = lax.scan(step, lam, (tables["slots"], tables["start"], partials), reverse=True)
+    return from_slots(tables, lam)
 
 
 def forward_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v: jax.Array) -> jax.Array:
@@ -87,15 +101,14 @@ def forward_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v:
 
     Args: `partials` `(S, width, kmax)`, `v` `(n,)`. Returns `t` `(n,)`.
     """
-    t = extend(schedule, v)
+    t = to_slots(schedule, tables, v)
     if schedule.num_blocks == 0:
-        return t[: schedule.n]
+        return from_slots(tables, t)
 
-    def step(t, block):
-        out, args, valid, p = block
-        dt = jnp.where(valid, jnp.sum(p * t[args], axis=-1), 0)  # the scratch slot stays 0
-        return t.at[out].add(dt), None
+    def step(t, blk):
+        slots, start, p = blk
+        own = block(t, start, schedule.width) + jnp.sum(p * read(schedule, t, slots), axis=-1)
+        return lax.dynamic_update_slice_in_dim(t, own, start, 0), None
 
-    xs = (tables["out"], tables["args"], tables["valid"], partials)
-    t, _ = jax.lax.scan(step, t, xs)
-    return t[: schedule.n]
+    t, _ = lax.scan(step, t, (tables["slots"], tables["start"], partials))
+    return from_slots(tables, t)

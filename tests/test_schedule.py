@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
+from lagjax import testing
 from lagjax import Constraints
 from lagjax import _schedule
 from programs import PROGRAMS
@@ -54,5 +55,15 @@ def test_first_use_marks_repeated_arguments_once():
 
 
 def test_choose_width():
-    assert _schedule._choose_width(np.ones(1000, int)) == 1
-    assert _schedule._choose_width(np.array([100_000])) >= 1024
+    assert _schedule._choose_width(np.ones(1000, int), n=1000, kmax=4) == 1  # a chain
+    assert _schedule._choose_width(np.array([100_000]), n=100_000, kmax=4) >= 1024  # one wide level
+
+
+def test_slots_hold_each_block_contiguously():
+    comp, _ = testing.random_program(40, d=3, profile="mixed", seed=1)
+    s = comp.schedule
+    lanes = s.start[:, None] + np.arange(s.width)
+    assert np.array_equal(s.slot_of[s.out[s.valid]], lanes[s.valid])  # variable -> its lane's slot
+    assert np.array_equal(s.slot_of[: s.d], np.arange(s.d))
+    real = s.args != s.n
+    assert np.array_equal(s.slots[real], s.slot_of[s.args[real]])

@@ -13,6 +13,7 @@ Its stationary point is forward and backward propagation:
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import jax
@@ -65,13 +66,13 @@ class Computation:
         self.f = f
         self.df = jax.grad(lambda z: jnp.reshape(f(z), ())) if df is None else df
 
-        sched = _schedule.build(self.d, self.constraints)
+        sched = _schedule.build(self.d, self.constraints, constraints.groups, constraints.levels())
         self.schedule = sched
-        self._tables = jax.tree.map(jnp.asarray, sched.tables())
-        branches = _local.block_branches(sched)
+        self._tables = jax.device_put(sched.tables())  # no compile, unlike jnp.asarray
+        _warn_if_many_groups(sched)
 
         def solve(tables, x):
-            return _substitution.solve_constraints(sched, branches, tables, x)
+            return _substitution.solve_constraints(sched, tables, x)
 
         def objective(z):
             return jnp.reshape(self.f(z), ()).astype(z.dtype)
@@ -265,3 +266,23 @@ class Computation:
         D = self._square(D)
         dtype = self._common(D, v)
         return self._jit["forward_mode"](self._tables, D.astype(dtype), self._z(v, "v", dtype))
+
+
+# Past this many groups, compile time is dominated by per-group code (a `lax.switch` branch and a
+# `vmap` each): tens of seconds by a few hundred groups.
+MANY_GROUPS = 64
+
+
+def _warn_if_many_groups(schedule: _schedule.Schedule) -> None:
+    if len(schedule.groups) <= MANY_GROUPS:
+        return
+    examples = ", ".join(str(getattr(g.first, "__name__", g.first)) for g in schedule.groups[:3])
+    warnings.warn(
+        f"This program has {len(schedule.groups)} groups of constraints running different code "
+        f"(e.g. {examples}), and compile time grows with the number of groups (minutes by a few "
+        f"hundred). Write it with a few shared functions: a function per kind of constraint, "
+        f"defined once, with per-constraint values captured as arrays or numbers "
+        f"(`lambda v, row=row: row @ v` groups fine) rather than as Python control flow or shapes; "
+        f"or make those values inputs of the program.",
+        stacklevel=3,
+    )

@@ -8,14 +8,14 @@ is upper triangular in it.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
-from lagjax import _signature
+import numpy as np
+
+from lagjax import _grouping, _signature
 
 
-@dataclasses.dataclass(frozen=True)
-class Constraint:
+class Constraint(NamedTuple):
     """One constraint `z[i] = f(z[args])`: its penalty is `f(z[args]) - z[i]`.
 
     Attributes:
@@ -26,6 +26,8 @@ class Constraint:
       arg_names: their names.
       df: optional, maps `z[args]` to the k partials `∂f/∂z[args]` (shape `(k,)`);
         `None` means the partials come from `jax.grad(f)`.
+      group: the number of its group in `Constraints.groups`: constraints running the same code.
+      data: what `f` and `df` capture, as arrays (see `lagjax._grouping`).
     """
 
     name: Hashable
@@ -34,6 +36,8 @@ class Constraint:
     args: tuple[int, ...]
     arg_names: tuple[Hashable, ...]
     df: Callable | None = None
+    group: int = 0
+    data: tuple = ()
 
     def __str__(self) -> str:
         fname = getattr(self.f, "__name__", type(self.f).__name__)
@@ -61,7 +65,12 @@ class Constraints:
                 raise ValueError(f"Input {name!r} is listed twice in `inputs`; each input is named once.")
             self._define(name)
         self.inputs: list[int] = list(range(len(self._names)))
-        self._checked: set[tuple[Any, Any, int]] = set()
+        self._level: list[int] = [0] * len(self._names)  # 0 for inputs, 1 + max over the arguments
+        self._groups: list[_grouping.Group] = []
+        self._group_of: dict[Hashable, int] = {}  # (template keys, arity) -> group
+        self._splits: dict[int, _grouping.Split] = {}  # id(function) -> its split (records keep it alive)
+        self._unliftable: set[Hashable] = set()  # template keys whose code cannot take traced data
+        self._seen: dict[tuple, tuple[int, tuple]] = {}  # (id(f), id(df), k) -> (group, data)
 
     # --- names <-> indices -------------------------------------------------------------
     @property
@@ -85,6 +94,15 @@ class Constraints:
             return self._index[name]
         except (KeyError, TypeError):
             raise KeyError(f"No variable named {name!r}; the program has {self._names!r}.") from None
+
+    @property
+    def groups(self) -> tuple[_grouping.Group, ...]:
+        """The groups: constraints running the same code (see `lagjax._grouping`)."""
+        return tuple(self._groups)
+
+    def levels(self) -> np.ndarray:
+        """The level of each variable, shape `(n,)`: 0 for inputs, `1 + max(level of arguments)`."""
+        return np.asarray(self._level, np.int64)
 
     def __len__(self) -> int:
         return len(self._constraints)
@@ -132,32 +150,49 @@ class Constraints:
           defined or an input, a name of `rhs` not yet defined or equal to `lhs`, an empty `rhs`,
           or `f` / `df` returning the wrong shape.
         """
-        _check_name(lhs, "left-hand side")
-        if lhs in self._index:
-            if self._index[lhs] < len(self.inputs):
-                raise ValueError(
-                    f"{lhs!r} is an input of this program and cannot be redefined by a constraint; "
-                    f"inputs take their values from `x`. Give this constraint a new name."
-                )
-            earlier = self._constraints[self._index[lhs] - len(self.inputs)]
-            raise ValueError(
-                f"{lhs!r} is already defined by the constraint `{earlier}`; each variable is defined "
-                f"once. Give this constraint a new name."
-            )
-        if not callable(f):
-            raise TypeError(f"`f` for {lhs!r} must be callable, got {f!r}.")
-        if df is not None and not callable(df):
-            raise TypeError(f"`df` for {lhs!r} must be callable or None, got {df!r}.")
-        if isinstance(rhs, (str, bytes)) or not isinstance(rhs, Sequence):
-            raise TypeError(
-                f"The right-hand side of {lhs!r} must be a list of names, got {rhs!r}; "
-                f"write e.g. add_constraint({lhs!r}, f, [{rhs!r}])."
-            )
-        if len(rhs) == 0:
+        index = self._index
+        try:
+            fresh = lhs not in index
+        except TypeError:
+            raise TypeError(f"A variable name must be hashable (a string, say); the left-hand side is {lhs!r}.") from None
+        if not fresh:
+            self._redefined(lhs)
+        if type(rhs) not in (list, tuple):
+            _check_rhs(lhs, rhs)
+        k = len(rhs)
+        if k == 0:
             raise ValueError(
                 f"The right-hand side of {lhs!r} is empty; a constraint reads at least one variable. "
                 f"For a constant, fold it into the functions that use it."
             )
+        try:
+            args = tuple(map(index.__getitem__, rhs))
+        except (KeyError, TypeError):
+            self._undefined(lhs, rhs)
+        seen = self._seen.get((id(f), id(df), k))  # the same functions again: group and data known
+        group, data = self._group(f, df, k, lhs) if seen is None else seen
+        level = self._level
+        level.append(1 + max(map(level.__getitem__, args)))
+        i = index[lhs] = len(self._names)
+        self._names.append(lhs)
+        constraint = Constraint(lhs, i, f, args, tuple(rhs), df, group, data)
+        self._constraints.append(constraint)
+        return constraint
+
+    def _redefined(self, lhs: Hashable):
+        defined = self._index[lhs]
+        if defined < len(self.inputs):
+            raise ValueError(
+                f"{lhs!r} is an input of this program and cannot be redefined by a constraint; "
+                f"inputs take their values from `x`. Give this constraint a new name."
+            )
+        earlier = self._constraints[defined - len(self.inputs)]
+        raise ValueError(
+            f"{lhs!r} is already defined by the constraint `{earlier}`; each variable is defined "
+            f"once. Give this constraint a new name."
+        )
+
+    def _undefined(self, lhs: Hashable, rhs: Sequence[Hashable]):
         for name in rhs:
             if name == lhs:
                 raise ValueError(
@@ -170,14 +205,40 @@ class Constraints:
                     f"{name!r} first (an input or an earlier constraint); programs must be acyclic, "
                     f"each variable defined before it is used (cyclic programs are not supported yet)."
                 )
-        key = (id(f), id(df), len(rhs))  # identity: callables need not be hashable; the records keep them alive
-        if key not in self._checked:
-            _signature.check_local(f, df, len(rhs), f"constraint {lhs!r}")
-            self._checked.add(key)
-        args = tuple(self._index[name] for name in rhs)
-        constraint = Constraint(lhs, self._define(lhs), f, args, tuple(rhs), df)
-        self._constraints.append(constraint)
-        return constraint
+
+    def _split(self, f: Callable) -> _grouping.Split:
+        split = self._splits.get(id(f))
+        if split is None:
+            split = _grouping.split(f)
+            if split.key in self._unliftable:
+                split = _grouping.as_static(split, f)
+            self._splits[id(f)] = split
+        return split
+
+    def _group(self, f: Callable, df: Callable | None, k: int, lhs: Hashable) -> tuple[int, tuple]:
+        """The group of `(f, df)` at arity `k` and the data it captures; a new group is checked first."""
+        if not callable(f):
+            raise TypeError(f"`f` for {lhs!r} must be callable, got {f!r}.")
+        if df is not None and not callable(df):
+            raise TypeError(f"`df` for {lhs!r} must be callable or None, got {df!r}.")
+        f_split = self._split(f)
+        df_split = None if df is None else self._split(df)
+        key = (f_split.key, None if df is None else df_split.key, k)
+        group = self._group_of.get(key)
+        if group is None:
+            where = f"constraint {lhs!r}"
+            _signature.check_local(f, df, k, where)  # the user's own functions: errors name them
+            candidate = _grouping.Group(f_split, df_split, k, f)
+            if candidate.num_leaves and not _signature.liftable(candidate):
+                self._unliftable.update(s.key for s in (f_split, df_split) if s is not None)
+                self._splits.pop(id(f))
+                self._splits.pop(id(df), None)
+                return self._group(f, df, k, lhs)
+            group = self._group_of[key] = len(self._groups)
+            self._groups.append(candidate)
+        data = f_split.leaves + (df_split.leaves if df_split is not None else ())
+        self._seen[(id(f), id(df), k)] = (group, data)
+        return group, data
 
 
 def _is_hashable(name: Any) -> bool:
@@ -186,6 +247,14 @@ def _is_hashable(name: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _check_rhs(lhs: Hashable, rhs: Any) -> None:
+    if isinstance(rhs, (str, bytes)) or not isinstance(rhs, Sequence):
+        raise TypeError(
+            f"The right-hand side of {lhs!r} must be a list of names, got {rhs!r}; "
+            f"write e.g. add_constraint({lhs!r}, f, [{rhs!r}])."
+        )
 
 
 def _check_name(name: Any, role: str) -> None:

@@ -1,6 +1,6 @@
 """The schedule: everything static about a program, built once with NumPy.
 
-Constraints that share a function and an arity form a *group*; a group is evaluated with one
+Constraints that run the same code at the same arity form a *group* (`_grouping`); a group is evaluated with one
 `jax.vmap`. The *level* of a variable is 0 for inputs and `1 + max(level of its arguments)` for a
 constraint, so constraints of one level are independent of each other.
 
@@ -23,9 +23,12 @@ last variable) at padding lanes and positions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+import itertools
+from typing import Sequence
 
 import numpy as np
+
+from lagjax._grouping import Group
 
 # The cost model of one scan step, in nanoseconds, measured on CPU (XLA, 2 cores), for the forward
 # sweep. Blocks of at most `DYNAMIC_READS_MAX_WIDTH` lanes read their arguments with one
@@ -35,15 +38,6 @@ DYNAMIC_READS_MAX_WIDTH = 4
 _DYNAMIC_STEP_NS, _DYNAMIC_READ_NS = 10.0, 22.0
 _GATHER_STEP_NS, _GATHER_STEP_NS_PER_VARIABLE = 1000.0, 0.006
 _LANE_NS = 30.0
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Group:
-    """Constraints sharing the function `f`, the gradient `df` (or None) and the arity `k`."""
-
-    f: Callable
-    df: Callable | None
-    k: int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,6 +60,8 @@ class Schedule:
       group_slots: per group, (m_g,) flat lane indices (into S * width) of its constraints.
       group_constraints: per group, (m_g,) their constraint numbers (variable d + c).
       group_args: per group, (m_g, k_g) their argument indices.
+      member: (S, width) each lane's rank among its group's constraints.
+      group_data: per group, a tuple of arrays (m_g, ...): what its members' functions capture.
       first_use: (S, width, kmax) whether an argument position is the first occurrence of its
         variable in its lane (used to read the dense D, where repeated arguments are summed).
     """
@@ -86,6 +82,8 @@ class Schedule:
     group_slots: tuple[np.ndarray, ...]
     group_constraints: tuple[np.ndarray, ...]
     group_args: tuple[np.ndarray, ...]
+    member: np.ndarray
+    group_data: tuple[tuple[np.ndarray, ...], ...]
     first_use: np.ndarray
 
     @property
@@ -115,30 +113,26 @@ class Schedule:
             group_slots=list(self.group_slots),
             group_constraints=list(self.group_constraints),
             group_args=list(self.group_args),
+            member=self.member,
+            group_data=list(self.group_data),
             first_use=self.first_use,
         )
 
 
-def build(d: int, constraints: Sequence) -> Schedule:
-    """Build the schedule of `d` inputs and `constraints` (records with `i`, `f`, `df`, `args`)."""
+def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.ndarray) -> Schedule:
+    """Build the schedule of `d` inputs and `constraints` (records with `i`, `args`, `group`, `data`).
+
+    `groups` are the constraints' groups (`Constraints.groups`), `levels` the variables' levels.
+    """
     n_c = len(constraints)
     n = d + n_c
-    kmax = max((len(c.args) for c in constraints), default=1)
-    group_ids: dict[tuple, int] = {}
-    groups: list[Group] = []
-    gid = np.empty(n_c, np.int64)
+    arity = np.array([len(c.args) for c in constraints], np.int64)
+    kmax = int(arity.max(initial=1))
+    gid = np.array([c.group for c in constraints], np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable([c.args for c in constraints]), np.int32, int(arity.sum()))
     args_c = np.full((n_c, kmax), n, np.int32)
-    level = [0] * n
-    for c, con in enumerate(constraints):
-        assert con.i == d + c, "constraints must define variables d, d+1, ... in order"
-        key = (id(con.f), id(con.df), len(con.args))  # identity: callables need not be hashable
-        if key not in group_ids:
-            group_ids[key] = len(groups)
-            groups.append(Group(con.f, con.df, len(con.args)))
-        gid[c] = group_ids[key]
-        args_c[c, : len(con.args)] = con.args
-        level[d + c] = 1 + max(level[a] for a in con.args)
-    level_c = np.asarray(level[d:], np.int64)
+    args_c[np.repeat(np.arange(n_c), arity), np.arange(flat.size) - np.repeat(np.cumsum(arity) - arity, arity)] = flat
+    level_c = np.asarray(levels[d:n], np.int64)
 
     # Sort constraints by (level, group); a run is one (level, group) pair.
     order = np.lexsort((gid, level_c))
@@ -172,12 +166,19 @@ def build(d: int, constraints: Sequence) -> Schedule:
     block_group[run_first_block[run_of] + rank // width] = gid[order]
 
     group_of_sorted = gid[order]
-    group_slots, group_constraints, group_args = [], [], []
+    group_slots, group_constraints, group_args, group_data = [], [], [], []
+    member = np.zeros(num_blocks * width, np.int32)  # each lane's rank in its group's member list
     for g, group in enumerate(groups):
         members = group_of_sorted == g
         group_slots.append(slot[members].astype(np.int32))
         group_constraints.append(order[members].astype(np.int32))
         group_args.append(args_c[order[members], : group.k])
+        member[slot[members]] = np.arange(members.sum())
+        group_data.append(
+            tuple(np.stack([constraints[c].data[j] for c in group_constraints[-1]]) for j in range(group.num_leaves))
+        )
+    member = member.reshape(num_blocks, width)
+    member = np.where(valid, member, member[:, :1])  # padding lanes copy lane 0
 
     first_use = valid[..., None] & (args != n)
     for a in range(1, kmax):
@@ -190,6 +191,8 @@ def build(d: int, constraints: Sequence) -> Schedule:
         kmax=kmax,
         depth=int(level_c.max(initial=0)),
         groups=tuple(groups),
+        member=member,
+        group_data=tuple(group_data),
         out=out,
         args=args,
         slots=slots.astype(np.int32),

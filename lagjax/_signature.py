@@ -64,3 +64,21 @@ def check_objective(f: Callable, df: Callable | None, n: int) -> None:
                 f"The objective gradient `df` returned shape {out.shape}; it must return one partial "
                 f"derivative per variable, shape ({n},)."
             )
+
+
+def liftable(group) -> bool:
+    """Whether a group's template runs with its captured data traced (see `lagjax._grouping`).
+
+    False where the code needs a captured number as a Python value (a shape, an `if`): its
+    functions are then grouped by identity instead.
+    """
+    v = jax.ShapeDtypeStruct((group.k,), jnp.float32)
+    data = tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in group.f_split.leaves)
+    if group.df_split is not None:
+        data += tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in group.df_split.leaves)
+    try:
+        out = jax.eval_shape(group.f, v, data)
+        dout = None if group.df_split is None else jax.eval_shape(group.df, v, data)
+    except Exception:  # noqa: BLE001  (any failure means: do not lift; the plain function was checked)
+        return False
+    return out.shape in ((), (1,)) and (dout is None or dout.shape == (group.k,))

@@ -13,12 +13,11 @@ blocks, and with a gather in wide ones (`Schedule.dynamic_reads`).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lagjax import _local
 from lagjax._schedule import Schedule
 
 
@@ -46,9 +45,7 @@ def block(v: jax.Array, start: jax.Array, width: int) -> jax.Array:
     return lax.dynamic_slice_in_dim(v, start, width)
 
 
-def solve_constraints(
-    schedule: Schedule, branches: Sequence[Callable], tables: dict, x: jax.Array
-) -> jax.Array:
+def solve_constraints(schedule: Schedule, tables: dict, x: jax.Array) -> jax.Array:
     """The forward pass, ∇_λ L = 0: `z[:d] = x`, then `z[i] = f_i(z[args(i)])` block by block.
 
     Args: `x` of shape `(d,)`. Returns `z` of shape `(n,)`.
@@ -57,16 +54,19 @@ def solve_constraints(
     if schedule.num_blocks == 0:
         return from_slots(tables, z)
 
+    branches = _local.block_branches(schedule, tables)
+
     def step(z, blk):
-        slots, start, group = blk
+        slots, start, group, member = blk
         values = read(schedule, z, slots)
         if len(branches) == 1:
-            new = branches[0](values)
+            new = branches[0](values, member)
         else:
-            new = lax.switch(group, branches, values)
+            new = lax.switch(group, branches, values, member)
         return lax.dynamic_update_slice_in_dim(z, new, start, 0), None
 
-    z, _ = lax.scan(step, z, (tables["slots"], tables["start"], tables["block_group"]))
+    xs = (tables["slots"], tables["start"], tables["block_group"], tables["member"])
+    z, _ = lax.scan(step, z, xs)
     return from_slots(tables, z)
 
 

@@ -32,6 +32,7 @@ whose error exceeds its tolerance; `oracle_errors` returns the errors without ju
 from __future__ import annotations
 
 import functools
+import gc
 from typing import Callable
 
 import chex
@@ -326,12 +327,18 @@ def random_program(
 
     names = [f"x{i}" for i in range(d)] + [f"z{d + c}" for c in range(n)]
     C = Constraints(names[:d])
-    add = C.add_constraint
-    for c, (k, row) in enumerate(zip(arity.tolist(), args.tolist())):
-        add(names[d + c], functions[c], [names[a] for a in row[:k]])
-    last = np.arange(layer_start[-2], d + n)
+    add, name_of = C.add_constraint, names.__getitem__
+    collecting = gc.isenabled()
+    gc.disable()  # a million small records: the cyclic collector would rescan them all, often
+    try:
+        for c, (k, row) in enumerate(zip(arity.tolist(), args.tolist())):
+            add(names[d + c], functions[c], list(map(name_of, row[:k])))
+    finally:
+        if collecting:
+            gc.enable()
+    last = int(layer_start[-2])  # the last layer is z[last:]
     if objective == "all":
-        f = lambda z: jnp.sum(z[last]) + 0.01 * jnp.sum(jnp.sin(z))
+        f = lambda z: jnp.sum(z[last:]) + 0.01 * jnp.sum(jnp.sin(z))
     else:
-        f = lambda z: jnp.sum(z[last])
+        f = lambda z: jnp.sum(z[last:])
     return Computation(f, C.inputs, C), rng.uniform(-1, 1, d)

@@ -1,0 +1,154 @@
+"""Groups: constraints that run the same code, what each captures stacked as data.
+
+Programs built in a loop often make one function per constraint, `lambda v, row=row: row @ v` or
+`functools.partial(g, w)`: the same code over different captured values. Grouped by identity,
+they would make one group per constraint (a `lax.switch` branch and a `vmap` each), and compile
+time would grow with the program. `split` cuts a function into a hashable *template key*, equal for
+functions that run the same code and differ only in captured arrays and numbers, and its *data*,
+those arrays and numbers. A `Group` evaluates the template as a function of `(v, data)`, so one
+`vmap` over the members' stacked data evaluates them all.
+
+What counts as data: NumPy and JAX arrays and numbers (bools excepted), found in a function's
+default arguments and closure cells, and in a `functools.partial`'s arguments. Anything else a
+function captures (another function, a string, a module, an object) is part of the template: equal
+by identity (functions and partials are split in turn). Python numbers captured as data take the
+dtype of the argument vector, as they would in the original function.
+
+A template whose code cannot run on traced data (a captured int used as a shape, or in an `if`)
+is not grouped this way: `Constraints.add_constraint` then groups its functions by the captured
+values themselves (`as_static`), one group per distinct set of values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+from typing import Any, Callable, Hashable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_MAX_DEPTH = 3  # how deep captured functions are split in turn
+_CONSTANT_TYPES = (str, bytes, bool, np.bool_, type(None))
+
+Rebuild = Callable[[Iterator], Any]
+
+
+def _is_data(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, np.number, jax.Array, int, float)) and not isinstance(value, (bool, np.bool_))
+
+
+def _split(value: Any, depth: int) -> tuple[Hashable, list, list[bool], Rebuild]:
+    """`(key, leaves, weak, rebuild)`: `rebuild(iter(leaves))` gives back an equivalent value."""
+    if _is_data(value):
+        array = np.asarray(value)
+        return ("data", array.shape, array.dtype.str), [array], [isinstance(value, (int, float))], next
+    if depth < _MAX_DEPTH and isinstance(value, types.FunctionType):
+        return _split_function(value, depth + 1)
+    if depth < _MAX_DEPTH and isinstance(value, functools.partial):
+        return _split_partial(value, depth + 1)
+    key = ("constant", type(value), value) if isinstance(value, _CONSTANT_TYPES) else ("object", id(value))
+    return key, [], [], lambda leaves: value
+
+
+def _split_all(values: list, depth: int) -> tuple[tuple, list, list[bool], list[Rebuild]]:
+    parts = [_split(v, depth) for v in values]
+    leaves = [leaf for p in parts for leaf in p[1]]
+    weak = [w for p in parts for w in p[2]]
+    return tuple(p[0] for p in parts), leaves, weak, [p[3] for p in parts]
+
+
+def _split_function(f: types.FunctionType, depth: int):
+    defaults = list(f.__defaults__ or ())
+    kw_names = sorted(f.__kwdefaults__ or {})
+    cells = list(f.__closure__ or ())
+    empty = object()
+    contents = []
+    for cell in cells:
+        try:
+            contents.append(cell.cell_contents)
+        except ValueError:  # a cell not yet filled
+            contents.append(empty)
+    values = defaults + [f.__kwdefaults__[k] for k in kw_names] + contents
+    keys, leaves, weak, rebuilds = _split_all(values, depth)
+    key = ("function", f.__code__, id(f.__globals__), tuple(kw_names), keys)
+    nd, nk = len(defaults), len(kw_names)
+
+    def rebuild(it):
+        new = [r(it) for r in rebuilds]
+        closure = tuple(types.CellType() if v is empty else types.CellType(v) for v in new[nd + nk :])
+        g = types.FunctionType(f.__code__, f.__globals__, f.__name__, tuple(new[:nd]) or None, closure or None)
+        if nk:
+            g.__kwdefaults__ = dict(zip(kw_names, new[nd : nd + nk]))
+        return g
+
+    return key, leaves, weak, rebuild
+
+
+def _split_partial(p: functools.partial, depth: int):
+    kw_names = sorted(p.keywords)
+    keys, leaves, weak, rebuilds = _split_all([p.func, *p.args, *(p.keywords[k] for k in kw_names)], depth)
+    na = len(p.args)
+
+    def rebuild(it):
+        new = [r(it) for r in rebuilds]
+        return functools.partial(new[0], *new[1 : 1 + na], **dict(zip(kw_names, new[1 + na :])))
+
+    return ("partial", tuple(kw_names), keys), leaves, weak, rebuild
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A function cut into its template and its data (see the module docstring)."""
+
+    key: Hashable
+    leaves: tuple[np.ndarray, ...]
+    weak: tuple[bool, ...]
+    rebuild: Rebuild
+
+    def call(self, v: jax.Array, leaves) -> jax.Array:
+        """The template applied to `v` with `leaves` (traced or not) in place of the captured data."""
+        leaves = [
+            jnp.asarray(leaf, v.dtype) if weak and jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating) else leaf
+            for leaf, weak in zip(leaves, self.weak)
+        ]
+        return self.rebuild(iter(leaves))(v)
+
+
+def split(f: Callable) -> Split:
+    """Cut `f` into a template key and its data."""
+    key, leaves, weak, rebuild = _split(f, 0)
+    return Split(key, tuple(leaves), tuple(weak), rebuild)
+
+
+def as_static(split: Split, f: Callable) -> Split:
+    """`f` with its data made part of the template (compared by value): for code that needs its
+    captured numbers as Python values. Functions capturing equal values still share a group."""
+    values = tuple((leaf.shape, leaf.dtype.str, leaf.tobytes()) for leaf in split.leaves)
+    return Split(("static", split.key, values), (), (), lambda leaves: f)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Group:
+    """Constraints of arity `k` running one template `f` (and `df`, or None for `jax.grad`).
+
+    `f(v, data)` and `df(v, data)` take the argument vector `v` (shape `(k,)`) and one member's
+    data, `(f leaves, df leaves)`; `first` is the first member's function, for messages.
+    """
+
+    f_split: Split
+    df_split: Split | None
+    k: int
+    first: Callable
+
+    @property
+    def num_leaves(self) -> int:
+        return len(self.f_split.leaves) + (len(self.df_split.leaves) if self.df_split else 0)
+
+    def f(self, v: jax.Array, data: tuple) -> jax.Array:
+        return self.f_split.call(v, data[: len(self.f_split.leaves)])
+
+    def df(self, v: jax.Array, data: tuple) -> jax.Array:
+        return self.df_split.call(v, data[len(self.f_split.leaves) :])

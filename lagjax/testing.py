@@ -58,17 +58,33 @@ __all__ = [
 
 
 def reference_solve(comp: Computation) -> Callable[[jax.Array], jax.Array]:
-    """The plain forward pass `x (d,) -> z (n,)`: one constraint at a time, in a Python loop."""
+    """The plain forward pass `x (d,) -> z (n,)`: one constraint at a time, in a Python loop.
+
+    Each step `z[i] = f_i(z[args(i)])` is one small jitted function per distinct `f_i` (so that
+    eager differentiation dispatches one operation per constraint, not one per primitive), or plain
+    eager code where a program has too many distinct functions to compile each.
+    """
+    functions = {id(c.f) for c in comp.constraints}
+    step = _plain_step if len(functions) > _MAX_JITTED_STEPS else _jitted_step
 
     def solve(x):
         x = jnp.asarray(x)
         z = jnp.zeros(comp.n, x.dtype).at[: comp.d].set(x)
-        for c in comp.constraints:  # indices as arrays: eager ops then compile once, not once per index
-            value = jnp.reshape(c.f(z[jnp.asarray(c.args)]), ())
-            z = z.at[jnp.asarray(c.i)].set(value.astype(z.dtype))
+        for c in comp.constraints:  # indices as arrays: compiled once, not once per index
+            z = step(c.f, z, jnp.asarray(c.args), jnp.asarray(c.i))
         return z
 
     return solve
+
+
+_MAX_JITTED_STEPS = 64
+
+
+def _plain_step(f: Callable, z: jax.Array, args: jax.Array, i: jax.Array) -> jax.Array:
+    return z.at[i].set(jnp.reshape(f(z[args]), ()).astype(z.dtype))
+
+
+_jitted_step = jax.jit(_plain_step, static_argnums=0)
 
 
 def reference_forward(comp: Computation) -> Callable[[jax.Array], jax.Array]:
@@ -336,9 +352,13 @@ def random_program(
     finally:
         if collecting:
             gc.enable()
-    last = int(layer_start[-2])  # the last layer is z[last:]
-    if objective == "all":
-        f = lambda z: jnp.sum(z[last:]) + 0.01 * jnp.sum(jnp.sin(z))
-    else:
-        f = lambda z: jnp.sum(z[last:])
-    return Computation(f, C.inputs, C), rng.uniform(-1, 1, d)
+    weights = np.zeros((2, d + n))
+    weights[0, layer_start[-2] :] = 1.0  # the last layer
+    weights[1] = 0.01 if objective == "all" else 0.0
+    return Computation(functools.partial(random_objective, weights), C.inputs, C), rng.uniform(-1, 1, d)
+
+
+def random_objective(weights: np.ndarray, z: jax.Array) -> jax.Array:
+    """The objective of `random_program`: `weights[0] · z + weights[1] · sin(z)`; weights `(2, n)`."""
+    weights = jnp.asarray(weights, z.dtype)
+    return weights[0] @ z + weights[1] @ jnp.sin(z)

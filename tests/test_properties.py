@@ -1,0 +1,91 @@
+"""Property tests: every oracle of `lagjax.testing` on random programs (hypothesis), float64, 1e-9.
+
+Each hypothesis example draws 100 random programs (1 to 10 constraints, 1 to 4 inputs, any
+profile, arity and objective) and checks their disjoint union: one program whose components share
+no variable, so the union's multipliers, tangents, D and Lagrangian are the components' side by
+side, and an error in any component is an error of the union. Checking 100 programs at once pays
+the compile time of the jitted methods and oracles once instead of 100 times; the schedule of the
+union mixes the components' levels, so unions exercise narrow and wide blocks alike.
+
+Default run: 3 examples, 300 programs. `-m slow`: 30 examples, 3,000 programs.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lagjax import Computation, Constraints, testing
+
+PROGRAMS_PER_EXAMPLE = 100
+
+program_specs = st.fixed_dictionaries(
+    dict(
+        n=st.integers(1, 10),
+        d=st.integers(1, 4),
+        profile=st.sampled_from(testing.PROFILES),
+        max_arity=st.integers(1, 4),
+        objective=st.sampled_from(["all", "last"]),
+        seed=st.integers(0, 2**31 - 1),
+    )
+)
+unions = st.lists(program_specs, min_size=PROGRAMS_PER_EXAMPLE, max_size=PROGRAMS_PER_EXAMPLE)
+
+
+def union(parts):
+    """The disjoint union of `random_program`s: all inputs, then each program's constraints.
+
+    Variables are renamed `(p, name)` for program p; the objective is the sum of the programs'
+    objectives (`testing.random_objective` with the weights placed at the renamed variables).
+    """
+    C = Constraints([(p, comp.names[i]) for p, (comp, _) in enumerate(parts) for i in comp.inputs])
+    for p, (comp, _) in enumerate(parts):
+        for c in comp.constraints:
+            C.add_constraint((p, c.name), c.f, [(p, a) for a in c.arg_names], c.df)
+    weights = np.zeros((2, C.n))
+    for p, (comp, _) in enumerate(parts):
+        weights[:, [C.index((p, name)) for name in comp.names]] = comp.f.args[0]
+    x = np.concatenate([x for _, x in parts])
+    return Computation(functools.partial(testing.random_objective, weights), C.inputs, C), x
+
+
+def check_union(specs):
+    comp, x = union([testing.random_program(**spec) for spec in specs])
+    testing.check_computation(comp, x, rtol=1e-9)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(unions)
+def test_300_random_programs_pass_every_oracle(specs):
+    check_union(specs)
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(unions)
+def test_3000_random_programs_pass_every_oracle(specs):
+    check_union(specs)
+
+
+def test_one_constraint_unused_inputs_ignored_variables():
+    # One constraint reading one of three inputs; the objective reads only the constraint's
+    # variable, so two inputs are unused and the inputs themselves are ignored by the objective.
+    comp, x = testing.random_program(1, d=3, max_arity=1, objective="last", seed=3)
+    assert len(comp.constraints) == 1 and len(comp.constraints[0].args) == 1
+    errors = testing.check_computation(comp, x, rtol=1e-9)
+    gradient = np.asarray(comp.gradient(x))
+    unused = [i for i in comp.inputs if i not in comp.constraints[0].args]
+    assert np.all(gradient[unused] == 0) and errors["multipliers_vs_grad"] <= 1e-9
+
+
+@pytest.mark.parametrize("profile", testing.PROFILES)
+def test_random_program_profiles(profile):
+    comp, x = testing.random_program(64, d=3, profile=profile, seed=5)
+    depth = dict(wide=8, deep=64, mixed=None)[profile]
+    if depth is not None:
+        assert comp.schedule.depth == depth
+    values = np.asarray(comp.solve_constraints(x))
+    assert np.all(np.abs(values) <= 1)  # bounded functions: every value in [-1, 1]
+    assert max(len(c.args) for c in comp.constraints) <= 4

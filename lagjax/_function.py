@@ -99,62 +99,66 @@ def with_gradient(f: Callable, df: Callable) -> Callable:
 
 
 class Packing:
-    """Inputs and outputs of `as_function`: a flat vector, or a dict keyed by variable name."""
+    """Inputs and outputs of `as_function`: a flat vector, or a dict keyed by variable name.
+
+    `check` runs in Python on every call, before `jax.jit` sees the argument, so that a wrong
+    structure gets lagjax's message rather than a tracing error; `vector` and `solution` are traced.
+    """
 
     def __init__(self, comp):
         self.d = comp.d
         self.names = list(comp.names)
         self.input_names = [comp.names[i] for i in comp.inputs]
 
-    def inputs(self, x) -> tuple[jax.Array, bool]:
-        """`x` as a float vector `(d,)`, and whether it came as a dict."""
+    def check(self, x):
+        """`x` unchanged if it is a dict of scalars keyed by the input names, else as an array `(d,)`."""
         if isinstance(x, Mapping):
-            return self._from_dict(x), True
-        try:
-            vector = jnp.asarray(x)
-        except TypeError as error:
-            raise TypeError(
-                f"`x` must be an array of shape ({self.d},) or a dict {{name: scalar}} with keys "
-                f"{self.input_names}; got {type(x).__name__} ({error})."
-            ) from None
-        if vector.shape != (self.d,):
-            raise ValueError(
-                f"`x` must have shape ({self.d},), one value per input {self.input_names}; got shape "
-                f"{vector.shape}. For a batch of inputs, use jax.vmap."
-            )
-        return _float(vector, "x"), False
-
-    def _from_dict(self, x: Mapping) -> jax.Array:
-        keys = list(x)
-        missing = [k for k in self.input_names if k not in x]
-        unexpected = [k for k in keys if k not in self.input_names]
-        if missing or unexpected:
-            raise ValueError(
-                f"The keys of `x` must be the program's inputs {self.input_names}; "
-                f"missing {missing}, unexpected {unexpected}."
-            )
-        values = []
-        for name in self.input_names:
-            value = jnp.asarray(x[name])
-            if value.shape != ():
+            missing = [k for k in self.input_names if k not in x]
+            unexpected = [k for k in x if k not in self.input_names]
+            if missing or unexpected:
                 raise ValueError(
-                    f"`x[{name!r}]` must be a scalar, one value per input; got shape {value.shape}. "
-                    "For a batch of inputs, use jax.vmap."
+                    f"The keys of `x` must be the program's inputs {self.input_names}; "
+                    f"missing {missing}, unexpected {unexpected}."
                 )
-            values.append(_float(value, f"x[{name!r}]"))
-        dtype = jnp.result_type(*values)
-        return jnp.stack([v.astype(dtype) for v in values])
+            for name in self.input_names:
+                _check_real(x[name], f"x[{name!r}]", (), "a scalar, one value per input")
+            return dict(x)
+        x = _check_real(x, "x", (self.d,), f"one value per input {self.input_names}")
+        return x
+
+    def vector(self, x) -> jax.Array:
+        """The checked `x` as a float vector `(d,)` (a dict's values promoted to their common type)."""
+        if isinstance(x, Mapping):
+            values = [_float(jnp.asarray(x[name])) for name in self.input_names]
+            dtype = jnp.result_type(*values)
+            return jnp.stack([v.astype(dtype) for v in values])
+        return _float(x)
 
     def solution(self, z: jax.Array, as_dict: bool):
+        """`z` `(n,)`, or a dict `{name: z[i]}` of all n variables."""
         return {name: z[i] for i, name in enumerate(self.names)} if as_dict else z
 
 
-def _float(value: jax.Array, name: str) -> jax.Array:
+def _check_real(value, name: str, shape: tuple, what: str):
+    """`value` as an array of `shape`, real or integer; a clear error otherwise."""
+    if not isinstance(value, jax.Array):
+        try:
+            value = jnp.asarray(value)
+        except TypeError as error:
+            raise TypeError(f"`{name}` must be an array of shape {shape}, {what}; got {type(value).__name__} ({error}).") from None
+    if value.shape != shape:
+        batch = " For a batch of inputs, use jax.vmap." if value.shape[-len(shape) :] == shape or not shape else ""
+        raise ValueError(f"`{name}` must have shape {shape}, {what}; got shape {value.shape}.{batch}")
     if jnp.issubdtype(value.dtype, jnp.complexfloating):
         raise TypeError(f"`{name}` is complex ({value.dtype}); lagjax programs are real: pass float32 or float64.")
-    if not jnp.issubdtype(value.dtype, jnp.floating):  # integers and booleans: the default float type
-        return value.astype(jnp.result_type(float))
+    if not (jnp.issubdtype(value.dtype, jnp.number) or value.dtype == jnp.bool_):
+        raise TypeError(f"`{name}` must hold real numbers; got dtype {value.dtype}.")
     return value
+
+
+def _float(value: jax.Array) -> jax.Array:
+    """Integers and booleans as the default float type; float32 and float64 kept."""
+    return value if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.result_type(float))
 
 
 def make(comp, output: str, as_dict: bool | None) -> Callable:
@@ -171,16 +175,15 @@ def make(comp, output: str, as_dict: bool | None) -> Callable:
         objective = lambda z: jnp.reshape(comp.f(z), ()).astype(z.dtype)  # noqa: E731
 
     def evaluate(tables, x):
-        vector, was_dict = packing.inputs(x)
-        z = solution(tables, vector)
+        z = solution(tables, packing.vector(x))
         if output == "f":
             return objective(z)
-        return packing.solution(z, was_dict if as_dict is None else as_dict)
+        return packing.solution(z, isinstance(x, Mapping) if as_dict is None else as_dict)
 
     jitted = jax.jit(evaluate)
 
     def function(x):
-        return jitted(comp._tables, x)
+        return jitted(comp._tables, packing.check(x))
 
     kind = "f(z*(x)), a scalar" if output == "f" else "z*(x), the solved variables"
     function.__doc__ = f"{kind}, for inputs `x` of shape ({comp.d},) or a dict {{name: scalar}} by input name."

@@ -26,7 +26,10 @@ The design, and why:
   transposing that scan; a `custom_vjp` would lose forward mode and higher orders.)
 - Higher orders: the JVP rule is ordinary JAX code in `x` (through `z*(x)` and `P(z*(x))`), and JAX
   differentiates `custom_linear_solve` w.r.t. the matrix by `dt = A⁻¹(db - dA t)`, which needs `A`
-  as a `matvec`: that is what `minus_transposed_apply` is for (it is never used to solve).
+  as a `matvec`: that is what `minus_transposed_apply` is for (never used to solve; JAX also
+  transposes it into the `vecmat` of the transposed system). Computing z under `stop_gradient` and
+  attaching `custom_linear_solve` to it, without the `custom_jvp`, would give first derivatives but
+  freeze `P` at z, losing the second-order terms `∂P/∂z · dz`.
 """
 
 from __future__ import annotations
@@ -109,12 +112,13 @@ class Packing:
         self.d = comp.d
         self.names = list(comp.names)
         self.input_names = [comp.names[i] for i in comp.inputs]
+        self._input_set = frozenset(self.input_names)
 
     def check(self, x):
         """`x` unchanged if it is a dict of scalars keyed by the input names, else as an array `(d,)`."""
         if isinstance(x, Mapping):
             missing = [k for k in self.input_names if k not in x]
-            unexpected = [k for k in x if k not in self.input_names]
+            unexpected = [k for k in x if k not in self._input_set]
             if missing or unexpected:
                 raise ValueError(
                     f"The keys of `x` must be the program's inputs {self.input_names}; "

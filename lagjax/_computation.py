@@ -9,6 +9,9 @@ Its stationary point is forward and backward propagation:
     ∇_z L = 0  <=>  D λ = -∇f(z)                    (backward pass: `multipliers`)
     ∇_x L = λ[:d] is then the gradient of f(z(x))   (`gradient`)
     Dᵀ t = -v, v = [direction; 0], gives dz/dx · direction  (forward mode: `tangents`)
+
+`as_function` makes the program a JAX function whose derivatives (any transformation, any order)
+come from these two sweeps (see `_function.py`).
 """
 
 from __future__ import annotations
@@ -263,6 +266,7 @@ class Computation:
         `jax.vjp`, `jax.jacrev` (reverse mode: the multiplier sweep, `D λ = -v`), `jax.jvp`,
         `jax.jacfwd` (forward mode: the tangent sweep, `Dᵀ t = -v`), `jax.hessian` and any nesting;
         the same function object is returned on every call, so it compiles once per shape and dtype.
+        If this Computation was given `df`, it is the derivative of `f` (second orders differentiate `df`).
 
         Parameters: a constraint has no derivative w.r.t. arrays it closes over. Make such values
         inputs of the program and pass a dict; to differentiate w.r.t. some of them only, close over

@@ -9,6 +9,9 @@ Its stationary point is forward and backward propagation:
     ∇_z L = 0  <=>  D λ = -∇f(z)                    (backward pass: `multipliers`)
     ∇_x L = λ[:d] is then the gradient of f(z(x))   (`gradient`)
     Dᵀ t = -v, v = [direction; 0], gives dz/dx · direction  (forward mode: `tangents`)
+
+`as_function` makes the program a JAX function whose derivatives (any transformation, any order)
+come from these two sweeps (see `_function.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lagjax import _jacobian, _local, _schedule, _signature, _substitution
+from lagjax import _function, _jacobian, _local, _schedule, _signature, _substitution
 from lagjax._program import Constraints
 
 
@@ -65,6 +68,8 @@ class Computation:
         _signature.check_objective(f, df, self.n)
         self.f = f
         self.df = jax.grad(lambda z: jnp.reshape(f(z), ())) if df is None else df
+        self._df_given = df is not None
+        self._functions = {}  # as_function's results, one per (output, as_dict): compiled once
 
         sched = _schedule.build(self.d, self.constraints, constraints.groups, constraints.levels())
         self.schedule = sched
@@ -267,6 +272,36 @@ class Computation:
         dtype = self._common(D, v)
         return self._jit["forward_mode"](self._tables, D.astype(dtype), self._z(v, "v", dtype))
 
+    # --- a JAX function ------------------------------------------------------------------
+    def as_function(self, output: str = "f", *, as_dict: bool | None = None) -> Callable:
+        """The program as a JAX function of its inputs, differentiated by lagjax's sweeps.
+
+        `output="f"`: `x ↦ f(z*(x))`, a scalar. `output="z"`: `x ↦ z*(x)`, the solved variables.
+
+        Inputs `x`: a vector of shape `(d,)` in input order, or a dict `{name: scalar}` whose keys are
+        exactly the input names `[names[i] for i in inputs]`. float32 and float64 are kept (a dict's
+        values are promoted to their common type); integers become the default float type.
+        Output `z`: a vector of shape `(n,)` in variable order, or, when `x` is a dict (or
+        `as_dict=True`), a dict `{name: scalar}` of all n variables; `as_dict=False` forces the vector.
+
+        It composes with `jax.jit`, `jax.vmap` (batches run as one batched sweep), `jax.grad`,
+        `jax.vjp`, `jax.jacrev` (reverse mode: the multiplier sweep, `D λ = -v`), `jax.jvp`,
+        `jax.jacfwd` (forward mode: the tangent sweep, `Dᵀ t = -v`), `jax.hessian` and any nesting;
+        the same function object is returned on every call, so it compiles once per shape and dtype.
+        If this Computation was given `df`, it is the derivative of `f` (second orders differentiate `df`).
+
+        Parameters: a constraint has no derivative w.r.t. arrays it closes over. Make such values
+        inputs of the program and pass a dict; to differentiate w.r.t. some of them only, close over
+        the rest in a wrapper::
+
+            fn = comp.as_function()                        # inputs: "w", "b", "x"
+            loss = lambda params, x: fn({**params, "x": x})
+            jax.grad(loss)({"w": 0.5, "b": 0.1}, 2.0)       # {"w": ..., "b": ...}
+        """
+        key = (output, as_dict)
+        if key not in self._functions:
+            self._functions[key] = _function.make(self, output, as_dict)
+        return self._functions[key]
 
 # Past this many groups, compile time is dominated by per-group code (a `lax.switch` branch and a
 # `vmap` each): tens of seconds by a few hundred groups.

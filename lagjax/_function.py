@@ -1,0 +1,198 @@
+"""A program as a JAX function: `x ↦ z*(x)` and `x ↦ f(z*(x))`, differentiated by lagjax's own sweeps.
+
+The derivation (the implicit-function theorem on the constraints `C(x, z) = [x - z[:d]; f_i(z[args(i)]) - z_i]`):
+
+    C(x, z*(x)) = 0  =>  (∂C/∂z) dz + (∂C/∂x) dx = 0  =>  Dᵀ dz = -[dx; 0]
+
+with `D = (∂C/∂z)ᵀ` the constraint Jacobian (-1 on the diagonal). Written as the linear system
+
+    A dz = b,   A = -Dᵀ (apply: `(A t)_i = t_i - Σ_{j in args(i)} ∂f_i/∂z_j t_j`),   b = [dx; 0],
+
+its solution is the forward substitution `forward_substitute(P, b)` (which solves `Dᵀ t = -b`) and the
+solution of the transposed system `Aᵀ λ = c`, i.e. `D λ = -c`, is the back-substitution
+`back_substitute(P, c)`. So a cotangent `c = ∇f(z)` pulls back to `λ[:d]`, the multipliers of the inputs.
+
+The design, and why:
+
+- `z*(x)` is a `jax.custom_jvp` function. Its primal is the forward scan (`solve_constraints`), which
+  JAX therefore never differentiates. Its JVP rule calls `z*(x)` itself (so that a second
+  differentiation goes through the rule again, not through the scan), computes the sparse partials
+  `P(z)` with differentiable JAX code, and returns `dz = custom_linear_solve(A, [dx; 0])` with
+  `solve` = the forward substitution and `transpose_solve` = the back-substitution.
+- Forward mode (`jvp`, `jacfwd`) evaluates the rule: one tangent sweep. Reverse mode (`grad`, `vjp`,
+  `jacrev`) linearises the rule and transposes it; the transpose of `custom_linear_solve` is its
+  `transpose_solve`, so reverse mode runs the multiplier sweep, not JAX's transpose of a scan.
+  (A `custom_jvp` whose rule called `forward_substitute` directly would get reverse mode by JAX
+  transposing that scan; a `custom_vjp` would lose forward mode and higher orders.)
+- Higher orders: the JVP rule is ordinary JAX code in `x` (through `z*(x)` and `P(z*(x))`), and JAX
+  differentiates `custom_linear_solve` w.r.t. the matrix by `dt = A⁻¹(db - dA t)`, which needs `A`
+  as a `matvec`: that is what `minus_transposed_apply` is for (never used to solve; JAX also
+  transposes it into the `vecmat` of the transposed system). Computing z under `stop_gradient` and
+  attaching `custom_linear_solve` to it, without the `custom_jvp`, would give first derivatives but
+  freeze `P` at z, losing the second-order terms `∂P/∂z · dz`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from lagjax import _local, _substitution
+
+OUTPUTS = ("f", "z")
+
+
+def minus_transposed_apply(schedule, tables: dict, partials: jax.Array, t: jax.Array) -> jax.Array:
+    """`-Dᵀ t` without D: `t_i - Σ_{j in args(i)} ∂f_i/∂z_j t_j`. Shapes `(n,) -> (n,)`."""
+    n = schedule.n
+    ext = jnp.zeros(n + 1, t.dtype).at[:n].set(t)  # variable numbering: n is the padding index
+    inner = jnp.where(tables["valid"], jnp.sum(partials * ext[tables["args"]], axis=-1), 0)
+    return t - jnp.zeros_like(ext).at[tables["out"]].add(inner)[:n]
+
+
+def implicit_solution(schedule) -> Callable[[dict, jax.Array], jax.Array]:
+    """`z*(tables, x)`, `(d,) -> (n,)`, whose derivatives in `x` (any mode, any order) come from the two sweeps.
+
+    The tables are an argument, not a closure: a `custom_jvp` rule must not close over tracers (here,
+    the tables as arguments of the enclosing `jax.jit`). They are constants of the program (indices,
+    and the data captured by grouped functions): their tangents are ignored.
+    """
+    d, n = schedule.d, schedule.n
+
+    @jax.custom_jvp
+    def solution(tables, x):
+        return _substitution.solve_constraints(schedule, tables, x)
+
+    @solution.defjvp
+    def solution_jvp(primals, tangents):
+        (tables, x), (_, dx) = primals, tangents
+        z = solution(tables, x)
+        partials = _local.local_jacobian(schedule, tables, z)  # differentiable in z: second orders flow through P
+
+        def matvec(t):
+            return minus_transposed_apply(schedule, tables, partials, t)
+
+        def solve(_, b):  # A t = b  <=>  Dᵀ t = -b
+            return _substitution.forward_substitute(schedule, tables, partials, b)
+
+        def transpose_solve(_, c):  # Aᵀ λ = c  <=>  D λ = -c
+            return _substitution.back_substitute(schedule, tables, partials, c)
+
+        seed = jnp.zeros(n, z.dtype).at[:d].set(dx.astype(z.dtype))
+        dz = jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
+        return z, dz
+
+    return solution
+
+
+def with_gradient(f: Callable, df: Callable) -> Callable:
+    """The objective `z (n,) -> ()` with the user's gradient `df` as its derivative (JAX differentiates `df`)."""
+
+    @jax.custom_jvp
+    def objective(z):
+        return jnp.reshape(f(z), ()).astype(z.dtype)
+
+    @objective.defjvp
+    def objective_jvp(primals, tangents):
+        (z,), (dz,) = primals, tangents
+        return objective(z), jnp.reshape(df(z), z.shape).astype(z.dtype) @ dz
+
+    return objective
+
+
+class Packing:
+    """Inputs and outputs of `as_function`: a flat vector, or a dict keyed by variable name.
+
+    `check` runs in Python on every call, before `jax.jit` sees the argument, so that a wrong
+    structure gets lagjax's message rather than a tracing error; `vector` and `solution` are traced.
+    """
+
+    def __init__(self, comp):
+        self.d = comp.d
+        self.names = list(comp.names)
+        self.input_names = [comp.names[i] for i in comp.inputs]
+        self._input_set = frozenset(self.input_names)
+
+    def check(self, x):
+        """`x` unchanged if it is a dict of scalars keyed by the input names, else as an array `(d,)`."""
+        if isinstance(x, Mapping):
+            missing = [k for k in self.input_names if k not in x]
+            unexpected = [k for k in x if k not in self._input_set]
+            if missing or unexpected:
+                raise ValueError(
+                    f"The keys of `x` must be the program's inputs {self.input_names}; "
+                    f"missing {missing}, unexpected {unexpected}."
+                )
+            for name in self.input_names:
+                _check_real(x[name], f"x[{name!r}]", (), "a scalar, one value per input")
+            return dict(x)
+        x = _check_real(x, "x", (self.d,), f"one value per input {self.input_names}")
+        return x
+
+    def vector(self, x) -> jax.Array:
+        """The checked `x` as a float vector `(d,)` (a dict's values promoted to their common type)."""
+        if isinstance(x, Mapping):
+            values = [_float(jnp.asarray(x[name])) for name in self.input_names]
+            dtype = jnp.result_type(*values)
+            return jnp.stack([v.astype(dtype) for v in values])
+        return _float(x)
+
+    def solution(self, z: jax.Array, as_dict: bool):
+        """`z` `(n,)`, or a dict `{name: z[i]}` of all n variables."""
+        return {name: z[i] for i, name in enumerate(self.names)} if as_dict else z
+
+
+def _check_real(value, name: str, shape: tuple, what: str):
+    """`value` as an array of `shape`, real or integer; a clear error otherwise."""
+    if not isinstance(value, jax.Array):
+        try:
+            value = jnp.asarray(value)
+        except TypeError as error:
+            raise TypeError(f"`{name}` must be an array of shape {shape}, {what}; got {type(value).__name__} ({error}).") from None
+    if value.shape != shape:
+        batch = " For a batch of inputs, use jax.vmap." if value.shape[-len(shape) :] == shape or not shape else ""
+        raise ValueError(f"`{name}` must have shape {shape}, {what}; got shape {value.shape}.{batch}")
+    if jnp.issubdtype(value.dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` is complex ({value.dtype}); lagjax programs are real: pass float32 or float64.")
+    if not (jnp.issubdtype(value.dtype, jnp.number) or value.dtype == jnp.bool_):
+        raise TypeError(f"`{name}` must hold real numbers; got dtype {value.dtype}.")
+    return value
+
+
+def _float(value: jax.Array) -> jax.Array:
+    """Integers and booleans as the default float type; float32 and float64 kept."""
+    return value if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.result_type(float))
+
+
+def make(comp, output: str, as_dict: bool | None) -> Callable:
+    """The function behind `Computation.as_function` (see there); jitted, tables passed as arguments."""
+    if output not in OUTPUTS:
+        raise ValueError(f"`output` must be 'f' (the objective f(z*(x))) or 'z' (the solved variables z*(x)); got {output!r}.")
+    if as_dict not in (None, True, False):
+        raise TypeError(f"`as_dict` must be None, True or False; got {as_dict!r}.")
+    schedule, packing = comp.schedule, Packing(comp)
+    solution = implicit_solution(schedule)
+    if comp._df_given:
+        objective = with_gradient(comp.f, comp.df)
+    else:
+        objective = lambda z: jnp.reshape(comp.f(z), ()).astype(z.dtype)  # noqa: E731
+
+    def evaluate(tables, x):
+        z = solution(tables, packing.vector(x))
+        if output == "f":
+            return objective(z)
+        return packing.solution(z, isinstance(x, Mapping) if as_dict is None else as_dict)
+
+    jitted = jax.jit(evaluate)
+
+    def function(x):
+        return jitted(comp._tables, packing.check(x))
+
+    kind = "f(z*(x)), a scalar" if output == "f" else "z*(x), the solved variables"
+    function.__doc__ = f"{kind}, for inputs `x` of shape ({comp.d},) or a dict {{name: scalar}} by input name."
+    function.__name__ = f"lagjax_{output}"
+    return function
+

@@ -67,3 +67,10 @@ def _reference(name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(items):
+    """dlagrangian in float32 (finite differences of a float32 Lagrangian, six programs) runs with -m slow."""
+    for item in items:
+        if item.name.startswith("test_dlagrangian[f32-"):
+            item.add_marker(pytest.mark.slow)

@@ -131,6 +131,7 @@ class Computation:
                 solve=solve,
                 forward=lambda tables, x: objective(solve(tables, x)),
                 multipliers=multipliers,
+                gradient=lambda tables, x: multipliers(tables, x)[1][: self.d],
                 tangents=tangents,
                 lagrangian=lagrangian,
                 dlagrangian=dlagrangian,
@@ -194,7 +195,7 @@ class Computation:
 
     def gradient(self, x) -> jax.Array:
         """The gradient of `f(z(x))` w.r.t. `x`: the input multipliers `λ[:d]`, shape `(d,)`."""
-        return self.multipliers(x)[1][: self.d]
+        return self._jit["gradient"](self._tables, self._x(x))
 
     def tangents(self, x, v) -> tuple[jax.Array, jax.Array]:
         """Forward mode: `(z, t)` with `t = dz/dx · v`, the directional derivative of z along v.

@@ -12,6 +12,7 @@ Default run: 3 examples, 300 programs. `-m slow`: 30 examples, 3,000 programs.
 
 import functools
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,7 +39,7 @@ def union(parts):
     """The disjoint union of `random_program`s: all inputs, then each program's constraints.
 
     Variables are renamed `(p, name)` for program p; the objective is the sum of the programs'
-    objectives (`testing.random_objective` with the weights placed at the renamed variables).
+    objectives (`testing.random_objective`'s terms, weighted at the renamed variables).
     """
     C = Constraints([(p, comp.names[i]) for p, (comp, _) in enumerate(parts) for i in comp.inputs])
     for p, (comp, _) in enumerate(parts):
@@ -46,9 +47,17 @@ def union(parts):
             C.add_constraint((p, c.name), c.f, [(p, a) for a in c.arg_names], c.df)
     weights = np.zeros((2, C.n))
     for p, (comp, _) in enumerate(parts):
-        weights[:, [C.index((p, name)) for name in comp.names]] = comp.f.args[0]
+        last, scale = comp.f.args  # the program's objective: Σ z[last:] + scale · Σ sin(z)
+        where = np.asarray([C.index((p, name)) for name in comp.names])
+        weights[0, where[last:]] = 1.0
+        weights[1, where] = scale
     x = np.concatenate([x for _, x in parts])
-    return Computation(functools.partial(testing.random_objective, weights), C.inputs, C), x
+    return Computation(functools.partial(weighted_objective, weights), C.inputs, C), x
+
+
+def weighted_objective(weights, z):
+    weights = jnp.asarray(weights, z.dtype)
+    return weights[0] @ z + weights[1] @ jnp.sin(z)
 
 
 def check_union(specs):

@@ -45,14 +45,21 @@ def block_branches(schedule: Schedule, tables: dict) -> list[Callable]:
     return [branch(g, group) for g, group in enumerate(schedule.groups)]
 
 
+def _per_member(schedule: Schedule, tables: dict, z: jax.Array, fn: Callable, width: int) -> jax.Array:
+    """`fn(group)` applied to every group's members, rows concatenated group after group, plus a
+    zero row: `(n - d + 1, width)`, read in place with `lane_source` / `constraint_source`."""
+    rows = []
+    for g, group in enumerate(schedule.groups):
+        args, data = tables["group_args"][g], tuple(tables["group_data"][g])
+        local = jax.vmap(fn(group))(z[args], data).astype(z.dtype).reshape(args.shape[0], -1)
+        rows.append(jnp.pad(local, ((0, 0), (0, width - local.shape[1]))))
+    return jnp.concatenate(rows + [jnp.zeros((1, width), z.dtype)])
+
+
 def penalties(schedule: Schedule, tables: dict, z: jax.Array) -> jax.Array:
     """`f_i(z[args(i)]) - z[i]` for every constraint, in constraint order: `(n,) -> (n - d,)`."""
-    result = jnp.zeros(schedule.n - schedule.d, z.dtype)
-    for g, group in enumerate(schedule.groups):
-        cons, args = tables["group_constraints"][g], tables["group_args"][g]
-        values = jax.vmap(scalar_fn(group))(z[args], tuple(tables["group_data"][g])).astype(z.dtype)
-        result = result.at[cons].set(values - z[schedule.d + cons])
-    return result
+    values = _per_member(schedule, tables, z, scalar_fn, 1)[tables["constraint_source"], 0]
+    return values - z[schedule.d :]
 
 
 def local_jacobian(schedule: Schedule, tables: dict, z: jax.Array) -> jax.Array:
@@ -60,9 +67,5 @@ def local_jacobian(schedule: Schedule, tables: dict, z: jax.Array) -> jax.Array:
 
     Zero at padding lanes and padding positions. `z` has shape `(n,)`.
     """
-    partials = jnp.zeros((schedule.num_blocks * schedule.width, schedule.kmax), z.dtype)
-    for g, group in enumerate(schedule.groups):
-        slots, args = tables["group_slots"][g], tables["group_args"][g]
-        local = jax.vmap(partials_fn(group))(z[args], tuple(tables["group_data"][g])).astype(z.dtype)
-        partials = partials.at[slots, : group.k].set(local)
+    partials = _per_member(schedule, tables, z, partials_fn, schedule.kmax)[tables["lane_source"]]
     return partials.reshape(schedule.num_blocks, schedule.width, schedule.kmax)

@@ -62,6 +62,9 @@ class Schedule:
       group_args: per group, (m_g, k_g) their argument indices.
       member: (S, width) each lane's rank among its group's constraints.
       group_data: per group, a tuple of arrays (m_g, ...): what its members' functions capture.
+      lane_source: (S * width,) each lane's row among all groups' members concatenated (group after
+        group, in member order); n - d (one past the last) for padding lanes.
+      constraint_source: (n - d,) the same row for each constraint.
       first_use: (S, width, kmax) whether an argument position is the first occurrence of its
         variable in its lane (used to read the dense D, where repeated arguments are summed).
     """
@@ -84,6 +87,8 @@ class Schedule:
     group_args: tuple[np.ndarray, ...]
     member: np.ndarray
     group_data: tuple[tuple[np.ndarray, ...], ...]
+    lane_source: np.ndarray
+    constraint_source: np.ndarray
     first_use: np.ndarray
 
     @property
@@ -115,6 +120,8 @@ class Schedule:
             group_args=list(self.group_args),
             member=self.member,
             group_data=list(self.group_data),
+            lane_source=self.lane_source,
+            constraint_source=self.constraint_source,
             first_use=self.first_use,
         )
 
@@ -179,6 +186,14 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
         )
     member = member.reshape(num_blocks, width)
     member = np.where(valid, member, member[:, :1])  # padding lanes copy lane 0
+    # Where each lane's and each constraint's row is among all groups' members, concatenated
+    # group after group (one gather puts per-group results in place; padding lanes read a zero row).
+    offsets = np.r_[0, np.cumsum([len(c) for c in group_constraints])]
+    lane_source = np.full(num_blocks * width, n_c, np.int32)
+    constraint_source = np.zeros(n_c, np.int32)
+    for g in range(len(groups)):
+        lane_source[group_slots[g]] = offsets[g] + np.arange(len(group_slots[g]))
+        constraint_source[group_constraints[g]] = offsets[g] + np.arange(len(group_constraints[g]))
 
     first_use = valid[..., None] & (args != n)
     for a in range(1, kmax):
@@ -193,6 +208,8 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
         groups=tuple(groups),
         member=member,
         group_data=tuple(group_data),
+        lane_source=lane_source,
+        constraint_source=constraint_source,
         out=out,
         args=args,
         slots=slots.astype(np.int32),

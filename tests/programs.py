@@ -83,3 +83,17 @@ def jax_logsumexp(v):
 
 
 PROGRAMS = {f.__name__: f for f in [blog, two_input, wide, deep, shared, arities]}
+
+
+def counted_program():
+    """A two-constraint program whose function counts its traces: `(comp, {"count": traces})`."""
+    traces = {"count": 0}
+
+    def f(v):
+        traces["count"] += 1  # runs once per trace, never per call
+        return jnp.sin(v[0]) * v[1]
+
+    C = Constraints(["x", "y"])
+    C.add_constraint("a", f, ["x", "y"])
+    C.add_constraint("b", f, ["a", "x"])
+    return Computation(lambda z: z[3], C.inputs, C), traces

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import _build, _reference
+from programs import counted_program
 from lagjax import Computation, Constraints, testing
 
 RTOL = 1e-10
@@ -222,16 +223,7 @@ def test_a_program_without_constraints():
 
 
 def test_repeated_calls_do_not_retrace():
-    traces = {"count": 0}
-
-    def f(v):
-        traces["count"] += 1  # runs once per trace, never per call
-        return jnp.sin(v[0]) * v[1]
-
-    C = Constraints(["x", "y"])
-    C.add_constraint("a", f, ["x", "y"])
-    C.add_constraint("b", f, ["a", "x"])
-    comp = Computation(lambda z: z[3], C.inputs, C)
+    comp, traces = counted_program()
     assert comp.as_function() is comp.as_function()
     fn = comp.as_function()
     xs = np.random.default_rng(0).normal(size=(4, 2))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lagjax import Computation, Constraints
-from programs import PROGRAMS
+from programs import PROGRAMS, counted_program
 
 
 @pytest.mark.parametrize("name", ["two_input", "shared", "arities"])
@@ -26,21 +26,8 @@ def test_jitted_and_not_agree_with_the_reference(name):
     chex.assert_trees_all_close(jax.jit(comp.gradient)(x), grad, rtol=1e-10)
 
 
-def _counted_program():
-    traces = {"count": 0}
-
-    def f(v):
-        traces["count"] += 1  # runs once per trace, never per call
-        return jnp.sin(v[0]) * v[1]
-
-    C = Constraints(["x", "y"])
-    C.add_constraint("a", f, ["x", "y"])
-    C.add_constraint("b", f, ["a", "x"])
-    return Computation(lambda z: z[3], C.inputs, C), traces
-
-
 def test_repeated_calls_do_not_retrace():
-    comp, traces = _counted_program()
+    comp, traces = counted_program()
     for method in [comp.gradient, comp.solve_constraints, comp.forward, lambda x: comp.tangents(x, [1.0, 0.0])]:
         method(np.array([0.1, 0.2]))
         before = traces["count"]

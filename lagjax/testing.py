@@ -77,7 +77,7 @@ def reference_solve(comp: Computation) -> Callable[[jax.Array], jax.Array]:
     return solve
 
 
-_MAX_JITTED_STEPS = 64
+_MAX_JITTED_STEPS = 16  # more distinct functions (closures, say): eager, rather than a compile each
 
 
 def _plain_step(f: Callable, z: jax.Array, args: jax.Array, i: jax.Array) -> jax.Array:

@@ -14,8 +14,8 @@ with `jax.vmap`, and `jax.grad` w.r.t. θ runs lagjax's multiplier sweep, batche
 `fn({**params, "u0": u0, "u1": u1})` works the same way, but 205 scalar leaves are 205 separate
 arguments to XLA and compile several times slower than one vector: with many parameters, use a vector.
 The three
-functions are module-level and shared by all constraints: constraints are grouped by function
-identity, so the program has 4 groups, not 205.
+functions are module-level and shared by all constraints: constraints are grouped by the code
+they run, so the program has 4 groups, not 205.
 
 Run: python examples/train_with_optax.py [--steps 300] [--plot train_with_optax.png]
 Needs the `examples` extras: python -m pip install -e '.[examples]'

@@ -26,7 +26,7 @@ The design, and why:
   transposing that scan; a `custom_vjp` would lose forward mode and higher orders.)
 - Higher orders: the JVP rule is ordinary JAX code in `x` (through `z*(x)` and `P(z*(x))`), and JAX
   differentiates `custom_linear_solve` w.r.t. the matrix by `dt = A⁻¹(db - dA t)`, which needs `A`
-  as a `matvec`: that is what `minus_transposed_apply` is for (never used to solve; JAX also
+  as a `matvec`: that is what `-_jacobian.apply_transposed` is for (never used to solve; JAX also
   transposes it into the `vecmat` of the transposed system). Computing z under `stop_gradient` and
   attaching `custom_linear_solve` to it, without the `custom_jvp`, would give first derivatives but
   freeze `P` at z, losing the second-order terms `∂P/∂z · dz`.
@@ -40,17 +40,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from lagjax import _local, _substitution
+from lagjax import _jacobian, _local, _substitution
 
 OUTPUTS = ("f", "z")
-
-
-def minus_transposed_apply(schedule, tables: dict, partials: jax.Array, t: jax.Array) -> jax.Array:
-    """`-Dᵀ t` without D: `t_i - Σ_{j in args(i)} ∂f_i/∂z_j t_j`. Shapes `(n,) -> (n,)`."""
-    n = schedule.n
-    ext = jnp.zeros(n + 1, t.dtype).at[:n].set(t)  # variable numbering: n is the padding index
-    inner = jnp.where(tables["valid"], jnp.sum(partials * ext[tables["args"]], axis=-1), 0)
-    return t - jnp.zeros_like(ext).at[tables["out"]].add(inner)[:n]
 
 
 def implicit_solution(schedule) -> Callable[[dict, jax.Array], jax.Array]:
@@ -73,7 +65,7 @@ def implicit_solution(schedule) -> Callable[[dict, jax.Array], jax.Array]:
         partials = _local.local_jacobian(schedule, tables, z)  # differentiable in z: second orders flow through P
 
         def matvec(t):
-            return minus_transposed_apply(schedule, tables, partials, t)
+            return -_jacobian.apply_transposed(schedule, tables, partials, t)
 
         def solve(_, b):  # A t = b  <=>  Dᵀ t = -b
             return _substitution.forward_substitute(schedule, tables, partials, b)

@@ -8,11 +8,15 @@ functions that run the same code and differ only in captured arrays and numbers,
 those arrays and numbers. A `Group` evaluates the template as a function of `(v, data)`, so one
 `vmap` over the members' stacked data evaluates them all.
 
-What counts as data: NumPy and JAX arrays and numbers (bools excepted), found in a function's
-default arguments and closure cells, and in a `functools.partial`'s arguments. Anything else a
-function captures (another function, a string, a module, an object) is part of the template: equal
-by identity (functions and partials are split in turn). Python numbers captured as data take the
-dtype of the argument vector, as they would in the original function.
+What counts as data: NumPy and JAX arrays and numbers (bools and traced values excepted), found in
+a function's default arguments and closure cells, and in a `functools.partial`'s arguments. A
+closure cell is read when the program is built (`Computation(...)`), as the function would read it
+when called, so closures over a loop variable see its last value, as in Python. Anything else a
+function captures (another function, a module, an object) is part of the template, equal by
+identity; strings, bytes, bools and None equal by value; functions and partials are split in turn.
+Python numbers captured as data take the dtype of the argument vector, as in the original function.
+An array that all of a group's constraints capture (one shared function, say) is kept once, not
+stacked.
 
 A template whose code cannot run on traced data (a captured int used as a shape, or in an `if`)
 is not grouped this way: `Constraints.add_constraint` then groups its functions by the captured
@@ -37,14 +41,50 @@ Rebuild = Callable[[Iterator], Any]
 
 
 def _is_data(value: Any) -> bool:
-    return isinstance(value, (np.ndarray, np.number, jax.Array, int, float)) and not isinstance(value, (bool, np.bool_))
+    return (
+        isinstance(value, (np.ndarray, np.number, jax.Array, int, float))
+        and not isinstance(value, (bool, np.bool_, jax.core.Tracer))  # a traced value stays in the template
+        and getattr(value, "dtype", np.float64) != object
+    )
 
 
-def _split(value: Any, depth: int) -> tuple[Hashable, list, list[bool], Rebuild]:
-    """`(key, leaves, weak, rebuild)`: `rebuild(iter(leaves))` gives back an equivalent value."""
-    if _is_data(value):
-        array = np.asarray(value)
-        return ("data", array.shape, array.dtype.str), [array], [isinstance(value, (int, float))], next
+@dataclasses.dataclass(frozen=True, eq=False)
+class Cell:
+    """A closure cell holding data: read when the program is built (`resolve`), not when the
+    constraint is added, as the function itself would read it when called (late binding)."""
+
+    cell: types.CellType
+
+
+def resolve(leaf) -> np.ndarray:
+    """A leaf's value: the array, or a `Cell`'s current contents."""
+    return np.asarray(leaf.cell.cell_contents) if isinstance(leaf, Cell) else leaf
+
+
+def same(a, b) -> bool:
+    """Whether two leaves are one and the same value (then a group keeps one copy, not a stack)."""
+    return a is b or (isinstance(a, Cell) and isinstance(b, Cell) and a.cell is b.cell)
+
+
+def _data(value: Any) -> np.ndarray | None:
+    """`value` as a NumPy array if it is data (see the module docstring), else None."""
+    if not _is_data(value):
+        return None
+    try:
+        return value if isinstance(value, np.ndarray) else np.asarray(value)
+    except Exception:  # noqa: BLE001  (e.g. typed PRNG keys: not data, part of the template)
+        return None
+
+
+def _split(value: Any, depth: int, cell: types.CellType | None = None) -> tuple[Hashable, list, list[bool], Rebuild]:
+    """`(key, leaves, weak, rebuild)`: `rebuild(iter(leaves))` gives back an equivalent value.
+
+    `cell`: the closure cell `value` was read from, kept as the leaf (`Cell`) if `value` is data.
+    """
+    array = _data(value)
+    if array is not None:
+        leaf = array if cell is None else Cell(cell)
+        return ("data", array.shape, array.dtype.str), [leaf], [isinstance(value, (int, float))], next
     if depth < _MAX_DEPTH and isinstance(value, types.FunctionType):
         return _split_function(value, depth + 1)
     if depth < _MAX_DEPTH and isinstance(value, functools.partial):
@@ -53,8 +93,9 @@ def _split(value: Any, depth: int) -> tuple[Hashable, list, list[bool], Rebuild]
     return key, [], [], lambda leaves: value
 
 
-def _split_all(values: list, depth: int) -> tuple[tuple, list, list[bool], list[Rebuild]]:
-    parts = [_split(v, depth) for v in values]
+def _split_all(values: list, depth: int, cells: list | None = None) -> tuple[tuple, list, list[bool], list[Rebuild]]:
+    cells = cells or [None] * len(values)
+    parts = [_split(v, depth, c) for v, c in zip(values, cells)]
     leaves = [leaf for p in parts for leaf in p[1]]
     weak = [w for p in parts for w in p[2]]
     return tuple(p[0] for p in parts), leaves, weak, [p[3] for p in parts]
@@ -72,7 +113,7 @@ def _split_function(f: types.FunctionType, depth: int):
         except ValueError:  # a cell not yet filled
             contents.append(empty)
     values = defaults + [f.__kwdefaults__[k] for k in kw_names] + contents
-    keys, leaves, weak, rebuilds = _split_all(values, depth)
+    keys, leaves, weak, rebuilds = _split_all(values, depth, [None] * (len(values) - len(cells)) + cells)
     key = ("function", f.__code__, id(f.__globals__), tuple(kw_names), keys)
     nd, nk = len(defaults), len(kw_names)
 
@@ -126,7 +167,7 @@ def split(f: Callable) -> Split:
 def as_static(split: Split, f: Callable) -> Split:
     """`f` with its data made part of the template (compared by value): for code that needs its
     captured numbers as Python values. Functions capturing equal values still share a group."""
-    values = tuple((leaf.shape, leaf.dtype.str, leaf.tobytes()) for leaf in split.leaves)
+    values = tuple((a.shape, a.dtype.str, a.tobytes()) for a in map(resolve, split.leaves))
     return Split(("static", split.key, values), (), (), lambda leaves: f)
 
 
@@ -135,7 +176,7 @@ class Group:
     """Constraints of arity `k` running one template `f` (and `df`, or None for `jax.grad`).
 
     `f(v, data)` and `df(v, data)` take the argument vector `v` (shape `(k,)`) and one member's
-    data, `(f leaves, df leaves)`; `first` is the first member's function, for messages.
+    data, a flat tuple: f's leaves, then df's; `first` is the first member's function, for messages.
     """
 
     f_split: Split

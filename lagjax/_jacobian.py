@@ -1,4 +1,4 @@
-"""Views of the constraint Jacobian D besides the sparse partials: the product `D λ`, and the dense matrix.
+"""Views of the constraint Jacobian D besides the sparse partials: the products `D λ` and `Dᵀ t`, and the dense matrix.
 
 D is n x n, column i the gradient w.r.t. z of constraint i's penalty: `D[i, i] = -1`, and
 `D[j, i] = Σ ∂f_i/∂z_j` over the positions where j appears in args(i). The dense matrix is for
@@ -14,12 +14,22 @@ import numpy as np
 from lagjax._schedule import Schedule
 
 
+def _padded(schedule: Schedule, v: jax.Array) -> jax.Array:
+    """`v` (n,) with a zero appended at index n, where padding lanes and positions point."""
+    return jnp.zeros(schedule.n + 1, v.dtype).at[: schedule.n].set(v)
+
+
 def apply(schedule: Schedule, tables: dict, partials: jax.Array, lam: jax.Array) -> jax.Array:
     """`D λ` without D: `(D λ)_j = -λ_j + Σ_{i consumes j} ∂f_i/∂z_j λ_i`. Shapes `(n,) -> (n,)`."""
-    n = schedule.n
-    source = jnp.zeros(n + 1, lam.dtype).at[:n].set(lam)[tables["out"]]  # 0 at padding lanes
-    pushed = jnp.zeros(n + 1, lam.dtype).at[tables["args"]].add(partials * source[..., None])
-    return pushed[:n] - lam
+    source = _padded(schedule, lam)[tables["out"]]  # 0 at padding lanes
+    pushed = jnp.zeros(schedule.n + 1, lam.dtype).at[tables["args"]].add(partials * source[..., None])
+    return pushed[: schedule.n] - lam
+
+
+def apply_transposed(schedule: Schedule, tables: dict, partials: jax.Array, t: jax.Array) -> jax.Array:
+    """`Dᵀ t` without D: `(Dᵀ t)_i = -t_i + Σ_{j in args(i)} ∂f_i/∂z_j t_j`. Shapes `(n,) -> (n,)`."""
+    pulled = jnp.where(tables["valid"], jnp.sum(partials * _padded(schedule, t)[tables["args"]], axis=-1), 0)
+    return jnp.zeros(schedule.n + 1, t.dtype).at[tables["out"]].add(pulled)[: schedule.n] - t
 
 
 def dense(schedule: Schedule, tables: dict, partials: jax.Array) -> jax.Array:

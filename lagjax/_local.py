@@ -33,11 +33,11 @@ def block_branches(schedule: Schedule, tables: dict) -> list[Callable]:
     the group's members `(width,)` to its lanes' values `(width,)`."""
 
     def branch(g: int, group: Group) -> Callable:
-        f = jax.vmap(scalar_fn(group))
-        data = tables["group_data"][g]
+        data, shared = tables["group_data"][g], schedule.group_shared[g]
+        f = jax.vmap(scalar_fn(group), in_axes=(0, tuple(None if one else 0 for one in shared)))
 
         def evaluate(values, member):
-            lane_data = tuple(leaf[member] for leaf in data)
+            lane_data = tuple(leaf if one else leaf[member] for leaf, one in zip(data, shared))
             return f(values[:, : group.k], lane_data).astype(values.dtype)
 
         return evaluate
@@ -51,7 +51,8 @@ def _per_member(schedule: Schedule, tables: dict, z: jax.Array, fn: Callable, wi
     rows = []
     for g, group in enumerate(schedule.groups):
         args, data = tables["group_args"][g], tuple(tables["group_data"][g])
-        local = jax.vmap(fn(group))(z[args], data).astype(z.dtype).reshape(args.shape[0], -1)
+        axes = tuple(None if one else 0 for one in schedule.group_shared[g])
+        local = jax.vmap(fn(group), in_axes=(0, axes))(z[args], data).astype(z.dtype).reshape(args.shape[0], -1)
         rows.append(jnp.pad(local, ((0, 0), (0, width - local.shape[1]))))
     return jnp.concatenate(rows + [jnp.zeros((1, width), z.dtype)])
 

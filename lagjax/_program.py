@@ -68,9 +68,10 @@ class Constraints:
         self._level: list[int] = [0] * len(self._names)  # 0 for inputs, 1 + max over the arguments
         self._groups: list[_grouping.Group] = []
         self._group_of: dict[Hashable, int] = {}  # (template keys, arity) -> group
-        self._splits: dict[int, _grouping.Split] = {}  # id(function) -> its split (records keep it alive)
-        self._unliftable: set[Hashable] = set()  # template keys whose code cannot take traced data
-        self._seen: dict[tuple, tuple[int, tuple]] = {}  # (id(f), id(df), k) -> (group, data)
+        self._splits: dict[tuple, tuple] = {}  # (id(function), arity) -> (function, its split)
+        self._lifted: set[tuple] = set()  # (template key, arity): code that runs on traced data
+        self._unliftable: set[tuple] = set()  # (template key, arity): code that needs Python values
+        self._seen: dict[tuple, tuple[int, tuple]] = {}  # (id(f), id(df), k) -> (group, data); records keep f, df alive
 
     # --- names <-> indices -------------------------------------------------------------
     @property
@@ -206,13 +207,20 @@ class Constraints:
                     f"each variable defined before it is used (cyclic programs are not supported yet)."
                 )
 
-    def _split(self, f: Callable) -> _grouping.Split:
-        split = self._splits.get(id(f))
-        if split is None:
-            split = _grouping.split(f)
-            if split.key in self._unliftable:
+    def _split(self, f: Callable, k: int, shapes: tuple[tuple, ...]) -> _grouping.Split:
+        """`f` split into template and data (`lagjax._grouping`); by value where it cannot be lifted."""
+        cached = self._splits.get((id(f), k))
+        if cached is not None and cached[0] is f:  # the same object, not a reused id
+            return cached[1]
+        split = _grouping.split(f)
+        template = (split.key, k)
+        if split.leaves and template not in self._lifted:
+            if template not in self._unliftable and _signature.liftable(split, k, shapes):
+                self._lifted.add(template)
+            else:
+                self._unliftable.add(template)
                 split = _grouping.as_static(split, f)
-            self._splits[id(f)] = split
+        self._splits[(id(f), k)] = (f, split)  # keeps f alive, so its id stays its own
         return split
 
     def _group(self, f: Callable, df: Callable | None, k: int, lhs: Hashable) -> tuple[int, tuple]:
@@ -221,21 +229,14 @@ class Constraints:
             raise TypeError(f"`f` for {lhs!r} must be callable, got {f!r}.")
         if df is not None and not callable(df):
             raise TypeError(f"`df` for {lhs!r} must be callable or None, got {df!r}.")
-        f_split = self._split(f)
-        df_split = None if df is None else self._split(df)
+        f_split = self._split(f, k, ((), (1,)))
+        df_split = None if df is None else self._split(df, k, ((k,),))
         key = (f_split.key, None if df is None else df_split.key, k)
         group = self._group_of.get(key)
-        if group is None:
-            where = f"constraint {lhs!r}"
-            _signature.check_local(f, df, k, where)  # the user's own functions: errors name them
-            candidate = _grouping.Group(f_split, df_split, k, f)
-            if candidate.num_leaves and not _signature.liftable(candidate):
-                self._unliftable.update(s.key for s in (f_split, df_split) if s is not None)
-                self._splits.pop(id(f))
-                self._splits.pop(id(df), None)
-                return self._group(f, df, k, lhs)
+        if group is None:  # a new template: the user's own functions are checked, errors name them
+            _signature.check_local(f, df, k, f"constraint {lhs!r}")
             group = self._group_of[key] = len(self._groups)
-            self._groups.append(candidate)
+            self._groups.append(_grouping.Group(f_split, df_split, k, f))
         data = f_split.leaves + (df_split.leaves if df_split is not None else ())
         self._seen[(id(f), id(df), k)] = (group, data)
         return group, data

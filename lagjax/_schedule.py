@@ -17,7 +17,7 @@ first lane, so the functions are only ever evaluated where the program evaluates
 argument position (arity below `kmax`) repeats the lane's first argument, with a zero partial.
 
 The tables in variable numbering (`out`, `args`), for the Jacobian views, use n (one past the
-last variable) at padding lanes and positions.
+last variable) for the output of padding lanes and at padding positions.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lagjax import _grouping
 from lagjax._grouping import Group
 
 # The cost model of one scan step, in nanoseconds, measured on CPU (XLA, 2 cores), for the forward
@@ -62,12 +63,16 @@ class Schedule:
       group_constraints: per group, (m_g,) their constraint numbers (variable d + c).
       group_args: per group, (m_g, k_g) their argument indices.
       member: (S, width) each lane's rank among its group's constraints.
-      group_data: per group, a tuple of arrays (m_g, ...): what its members' functions capture.
+      group_data: per group, a tuple of arrays (m_g, ...): what its members' functions capture;
+        a leaf all members share is kept once, unstacked (see `group_shared`).
+      group_shared: per group, per leaf, whether it is shared (static).
       lane_source: (S * width,) each lane's row among all groups' members concatenated (group after
         group, in member order); n - d (one past the last) for padding lanes.
       constraint_source: (n - d,) the same row for each constraint.
       first_use: (S, width, kmax) whether an argument position is the first occurrence of its
         variable in its lane (used to read the dense D, where repeated arguments are summed).
+      real: (S, width, kmax) whether an argument position holds a real argument (not padding):
+        the sweeps mask the others, so that an infinite value times a zero partial adds nothing.
     """
 
     d: int
@@ -88,9 +93,11 @@ class Schedule:
     group_args: tuple[np.ndarray, ...]
     member: np.ndarray
     group_data: tuple[tuple[np.ndarray, ...], ...]
+    group_shared: tuple[tuple[bool, ...], ...]
     lane_source: np.ndarray
     constraint_source: np.ndarray
     first_use: np.ndarray
+    real: np.ndarray
 
     @property
     def num_blocks(self) -> int:
@@ -116,14 +123,13 @@ class Schedule:
             slot_of=self.slot_of,
             valid=self.valid,
             block_group=self.block_group,
-            group_slots=list(self.group_slots),
-            group_constraints=list(self.group_constraints),
             group_args=list(self.group_args),
             member=self.member,
             group_data=list(self.group_data),
             lane_source=self.lane_source,
             constraint_source=self.constraint_source,
             first_use=self.first_use,
+            real=self.real,
         )
 
 
@@ -174,7 +180,7 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
     block_group[run_first_block[run_of] + rank // width] = gid[order]
 
     group_of_sorted = gid[order]
-    group_slots, group_constraints, group_args, group_data = [], [], [], []
+    group_slots, group_constraints, group_args, group_data, group_shared = [], [], [], [], []
     member = np.zeros(num_blocks * width, np.int32)  # each lane's rank in its group's member list
     for g, group in enumerate(groups):
         members = group_of_sorted == g
@@ -182,8 +188,14 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
         group_constraints.append(order[members].astype(np.int32))
         group_args.append(args_c[order[members], : group.k])
         member[slot[members]] = np.arange(members.sum())
+        leaves = [[constraints[c].data[j] for c in group_constraints[-1]] for j in range(group.num_leaves)]
+        shared = tuple(all(_grouping.same(leaf, column[0]) for leaf in column) for column in leaves)
+        group_shared.append(shared)
         group_data.append(
-            tuple(np.stack([constraints[c].data[j] for c in group_constraints[-1]]) for j in range(group.num_leaves))
+            tuple(
+                _grouping.resolve(column[0]) if one else np.stack([_grouping.resolve(leaf) for leaf in column])
+                for column, one in zip(leaves, shared)
+            )
         )
     member = member.reshape(num_blocks, width)
     member = np.where(valid, member, member[:, :1])  # padding lanes copy lane 0
@@ -196,7 +208,8 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
         lane_source[group_slots[g]] = offsets[g] + np.arange(len(group_slots[g]))
         constraint_source[group_constraints[g]] = offsets[g] + np.arange(len(group_constraints[g]))
 
-    first_use = valid[..., None] & (args != n)
+    real = valid[..., None] & (args != n)  # argument positions that hold a real argument
+    first_use = real.copy()
     for a in range(1, kmax):
         first_use[..., a] &= np.all(args[..., :a] != args[..., a : a + 1], axis=-1)
 
@@ -209,6 +222,7 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
         groups=tuple(groups),
         member=member,
         group_data=tuple(group_data),
+        group_shared=tuple(group_shared),
         lane_source=lane_source,
         constraint_source=constraint_source,
         out=out,
@@ -222,6 +236,7 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
         group_constraints=tuple(group_constraints),
         group_args=tuple(group_args),
         first_use=first_use,
+        real=real,
     )
 
 

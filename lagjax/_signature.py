@@ -11,6 +11,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from lagjax import _grouping
+
 
 def _abstract_result(fn: Callable, size: int, what: str):
     probe = jax.ShapeDtypeStruct((size,), jnp.float32)
@@ -66,19 +68,17 @@ def check_objective(f: Callable, df: Callable | None, n: int) -> None:
             )
 
 
-def liftable(group) -> bool:
-    """Whether a group's template runs with its captured data traced (see `lagjax._grouping`).
+def liftable(split, k: int, shapes: tuple[tuple, ...]) -> bool:
+    """Whether a function's template runs with its captured data traced (see `lagjax._grouping`),
+    returning one of `shapes` for an argument vector of shape `(k,)`.
 
     False where the code needs a captured number as a Python value (a shape, an `if`): its
-    functions are then grouped by identity instead.
+    functions are then grouped by the captured values instead.
     """
-    v = jax.ShapeDtypeStruct((group.k,), jnp.float32)
-    data = tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in group.f_split.leaves)
-    if group.df_split is not None:
-        data += tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in group.df_split.leaves)
+    v = jax.ShapeDtypeStruct((k,), jnp.float32)
+    data = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in map(_grouping.resolve, split.leaves))
     try:
-        out = jax.eval_shape(group.f, v, data)
-        dout = None if group.df_split is None else jax.eval_shape(group.df, v, data)
+        out = jax.eval_shape(split.call, v, data)
     except Exception:  # noqa: BLE001  (any failure means: do not lift; the plain function was checked)
         return False
-    return out.shape in ((), (1,)) and (dout is None or dout.shape == (group.k,))
+    return isinstance(out, jax.ShapeDtypeStruct) and out.shape in shapes

@@ -75,8 +75,8 @@ def back_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v: ja
 
     Row j of the system reads `λ_j = v_j + Σ_{i consumes j} ∂f_i/∂z_j λ_i`. Every consumer of j
     comes later in topological order, so sweeping blocks in reverse, a block's λ is final when it is
-    reached, and it pushes `∂f_i/∂z_j λ_i` to its arguments (padding lanes and positions push
-    zero: their partials are zero and their λ stays zero).
+    reached, and it pushes `∂f_i/∂z_j λ_i` to its arguments (padding lanes and positions are
+    masked: they push zero, even where a λ is infinite).
 
     Args: `partials` `(S, width, kmax)`, `v` `(n,)`. Returns `λ` `(n,)`.
     """
@@ -85,11 +85,12 @@ def back_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v: ja
         return from_slots(tables, lam)
 
     def step(lam, blk):
-        slots, start, p = blk
+        slots, start, real, p = blk
         own = block(lam, start, schedule.width)
-        return lam.at[slots].add(p * own[:, None]), None
+        return lam.at[slots].add(jnp.where(real, p * own[:, None], 0)), None
 
-    lam, _ = lax.scan(step, lam, (tables["slots"], tables["start"], partials), reverse=True)
+    xs = (tables["slots"], tables["start"], tables["real"], partials)
+    lam, _ = lax.scan(step, lam, xs, reverse=True)
     return from_slots(tables, lam)
 
 
@@ -106,9 +107,10 @@ def forward_substitute(schedule: Schedule, tables: dict, partials: jax.Array, v:
         return from_slots(tables, t)
 
     def step(t, blk):
-        slots, start, p = blk
-        own = block(t, start, schedule.width) + jnp.sum(p * read(schedule, t, slots), axis=-1)
+        slots, start, real, p = blk
+        pushed = jnp.where(real, p * read(schedule, t, slots), 0)
+        own = block(t, start, schedule.width) + jnp.sum(pushed, axis=-1)
         return lax.dynamic_update_slice_in_dim(t, own, start, 0), None
 
-    t, _ = lax.scan(step, t, (tables["slots"], tables["start"], partials))
+    t, _ = lax.scan(step, t, (tables["slots"], tables["start"], tables["real"], partials))
     return from_slots(tables, t)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import weakref
 from typing import Callable
 
 import chex
@@ -64,27 +65,28 @@ def reference_solve(comp: Computation) -> Callable[[jax.Array], jax.Array]:
     eager differentiation dispatches one operation per constraint, not one per primitive), or plain
     eager code where a program has too many distinct functions to compile each.
     """
-    functions = {id(c.f) for c in comp.constraints}
-    step = _plain_step if len(functions) > _MAX_JITTED_STEPS else _jitted_step
+    steps = _STEPS.get(comp)
+    if steps is None:
+        functions = {id(c.f): c.f for c in comp.constraints}
+        wrap = jax.jit if len(functions) <= _MAX_JITTED_STEPS else (lambda step: step)
+        steps = _STEPS[comp] = {key: wrap(functools.partial(_plain_step, f)) for key, f in functions.items()}
 
     def solve(x):
         x = jnp.asarray(x)
         z = jnp.zeros(comp.n, x.dtype).at[: comp.d].set(x)
         for c in comp.constraints:  # indices as arrays: compiled once, not once per index
-            z = step(c.f, z, jnp.asarray(c.args), jnp.asarray(c.i))
+            z = steps[id(c.f)](z, jnp.asarray(c.args), jnp.asarray(c.i))
         return z
 
     return solve
 
 
 _MAX_JITTED_STEPS = 16  # more distinct functions (closures, say): eager, rather than a compile each
+_STEPS: "weakref.WeakKeyDictionary[Computation, dict]" = weakref.WeakKeyDictionary()  # per program, while it lives
 
 
 def _plain_step(f: Callable, z: jax.Array, args: jax.Array, i: jax.Array) -> jax.Array:
     return z.at[i].set(jnp.reshape(f(z[args]), ()).astype(z.dtype))
-
-
-_jitted_step = jax.jit(_plain_step, static_argnums=0)
 
 
 def reference_forward(comp: Computation) -> Callable[[jax.Array], jax.Array]:

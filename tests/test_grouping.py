@@ -84,3 +84,46 @@ def test_captured_jax_arrays_and_functions():
 def assert_gradient_matches_the_plain_loop(comp, x):
     expected = jax.grad(testing.reference_forward(comp))(x)
     assert testing.relative_error(comp.gradient(x), expected) <= 1e-12
+
+
+def test_a_traced_capture_builds_inside_jax_grad():
+    def loss(w):
+        C = Constraints(["x"])
+        C.add_constraint("y", lambda v: w * jnp.sin(jnp.sum(v)), ["x"])  # w is a tracer here
+        return Computation(lambda z: z[1], C.inputs, C).forward(jnp.array([1.0]))
+
+    np.testing.assert_allclose(jax.grad(loss)(2.0), np.sin(1.0), rtol=1e-12)
+
+
+def test_closures_over_a_loop_variable_see_its_last_value_as_python_does():
+    C = Constraints(["x", "y"])
+    rows = [np.array([1.0, 0.0]), np.array([1.0, 2.0])]
+    for i, row in enumerate(rows):  # late binding: both lambdas read the loop's last `row`
+        C.add_constraint(f"y{i}", lambda v: jnp.dot(row, v), ["x", "y"])
+    comp = Computation(lambda z: z[2] + z[3], C.inputs, C)
+    x = np.array([1.0, 2.0])
+    np.testing.assert_array_equal(comp.solve_constraints(x), testing.reference_solve(comp)(x))
+
+
+def test_an_array_shared_by_every_constraint_is_kept_once():
+    W = np.linspace(0, 1, 50_000)
+    f = lambda v, W=W: W[-1] * v[0]  # noqa: E731  (one function, one captured array)
+    C = Constraints(["x"])
+    for i in range(100):
+        C.add_constraint(f"z{i}", f, ["x"])
+    comp = Computation(lambda z: jnp.sum(z), C.inputs, C)
+    assert comp.schedule.group_data[0][0].shape == (50_000,)  # not (100, 50_000)
+    np.testing.assert_allclose(comp.gradient(np.array([0.5])), [101.0])
+
+
+def test_an_infinite_gradient_stays_infinite_through_padding_positions():
+    C = Constraints(["x"])
+    C.add_constraint("a", jnp.sqrt, ["x"])
+    C.add_constraint("b", jnp.sqrt, ["a"])
+    C.add_constraint("c", jnp.sum, ["a", "b"])  # arity 2: the arity-1 rows get a padding position
+    comp = Computation(lambda z: z[2], C.inputs, C)
+    x = np.array([0.0])
+    expected = jax.grad(testing.reference_forward(comp))(x)
+    assert np.isinf(expected[0])
+    np.testing.assert_array_equal(comp.gradient(x), expected)
+    np.testing.assert_array_equal(comp.jacobian(x)[:, 0], jax.jacfwd(testing.reference_solve(comp))(x)[:, 0])

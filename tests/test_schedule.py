@@ -32,7 +32,7 @@ def test_tables_hold_each_constraint_once_in_a_valid_order(program):
         for lane, c in zip(np.flatnonzero(lanes), members):
             k = len(c.args)
             assert tuple(s.args[b, lane, :k]) == c.args and np.all(s.args[b, lane, k:] == n)
-        assert np.all(s.out[b][~lanes] == n)  # padding lanes write the scratch slot
+        assert np.all(s.out[b][~lanes] == n)  # padding lanes define no variable
         assert np.all(s.args[b][~lanes] == s.args[b, 0])  # and read lane 0's arguments
     block_levels = [level[s.out[b, 0]] for b in range(s.num_blocks)]
     assert block_levels == sorted(block_levels)

@@ -152,7 +152,7 @@ class Split:
     def call(self, v: jax.Array, leaves) -> jax.Array:
         """The template applied to `v` with `leaves` (traced or not) in place of the captured data."""
         leaves = [
-            jnp.asarray(leaf, v.dtype) if weak and jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating) else leaf
+            jnp.asarray(leaf, v.dtype) if weak and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
             for leaf, weak in zip(leaves, self.weak)
         ]
         return self.rebuild(iter(leaves))(v)

@@ -28,13 +28,18 @@ def partials_fn(group: Group) -> Callable:
     return lambda v, data: jnp.reshape(group.df(v, data), (group.k,))
 
 
+def _data_axes(schedule: Schedule, g: int) -> tuple:
+    """`vmap` axes of group g's data: 0 for leaves stacked per member, None for shared ones."""
+    return tuple(None if one else 0 for one in schedule.group_shared[g])
+
+
 def block_branches(schedule: Schedule, tables: dict) -> list[Callable]:
     """Per group, the map from a block's argument values `(width, kmax)` and its lanes' ranks among
     the group's members `(width,)` to its lanes' values `(width,)`."""
 
     def branch(g: int, group: Group) -> Callable:
         data, shared = tables["group_data"][g], schedule.group_shared[g]
-        f = jax.vmap(scalar_fn(group), in_axes=(0, tuple(None if one else 0 for one in shared)))
+        f = jax.vmap(scalar_fn(group), in_axes=(0, _data_axes(schedule, g)))
 
         def evaluate(values, member):
             lane_data = tuple(leaf if one else leaf[member] for leaf, one in zip(data, shared))
@@ -51,8 +56,7 @@ def _per_member(schedule: Schedule, tables: dict, z: jax.Array, fn: Callable, wi
     rows = []
     for g, group in enumerate(schedule.groups):
         args, data = tables["group_args"][g], tuple(tables["group_data"][g])
-        axes = tuple(None if one else 0 for one in schedule.group_shared[g])
-        local = jax.vmap(fn(group), in_axes=(0, axes))(z[args], data).astype(z.dtype).reshape(args.shape[0], -1)
+        local = jax.vmap(fn(group), in_axes=(0, _data_axes(schedule, g)))(z[args], data).astype(z.dtype).reshape(args.shape[0], -1)
         rows.append(jnp.pad(local, ((0, 0), (0, width - local.shape[1]))))
     return jnp.concatenate(rows + [jnp.zeros((1, width), z.dtype)])
 

@@ -42,7 +42,17 @@ class Computation:
 
     Every method accepts arrays of float32 or float64 (integers are promoted to the default float
     type, complex values are refused), runs jitted, compiles once per input shape and dtype, and works inside `jax.jit`.
+
+    A structured program (array variables: `Constraints` with a dict of inputs, or `add`) gives a
+    `StructuredComputation` (see `lagjax._structured`): the same methods, with dicts by name.
     """
+
+    def __new__(cls, f=None, inputs=None, constraints=None, df=None):
+        if cls is Computation and isinstance(constraints, Constraints) and constraints.structured:
+            from lagjax._structured import StructuredComputation  # a structured program: dicts in and out
+
+            return super().__new__(StructuredComputation)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -51,15 +61,7 @@ class Computation:
         constraints: Constraints,
         df: Callable | None = None,
     ):
-        if not isinstance(constraints, Constraints):
-            raise TypeError(f"`constraints` must be a lagjax.Constraints, got {type(constraints).__name__}.")
-        if not callable(f):
-            raise TypeError(f"The objective `f` must be callable, got {f!r}.")
-        if not isinstance(inputs, Sequence) or list(inputs) != constraints.inputs:
-            raise ValueError(
-                f"`inputs` must be the program's input indices, `constraints.inputs` = {constraints.inputs}; "
-                f"got {inputs!r}."
-            )
+        check_arguments(f, inputs, constraints)
         self.d = constraints.d
         self.n = constraints.n
         self.inputs = list(constraints.inputs)
@@ -303,6 +305,19 @@ class Computation:
         if key not in self._functions:
             self._functions[key] = _function.make(self, output, as_dict)
         return self._functions[key]
+
+def check_arguments(f: Callable, inputs: Sequence[int], constraints: Constraints) -> None:
+    """The checks of `Computation(f, inputs, constraints)` common to both engines."""
+    if not isinstance(constraints, Constraints):
+        raise TypeError(f"`constraints` must be a lagjax.Constraints, got {type(constraints).__name__}.")
+    if not callable(f):
+        raise TypeError(f"The objective `f` must be callable, got {f!r}.")
+    if not isinstance(inputs, Sequence) or list(inputs) != constraints.inputs:
+        raise ValueError(
+            f"`inputs` must be the program's input indices, `constraints.inputs` = {constraints.inputs}; "
+            f"got {inputs!r}."
+        )
+
 
 # Past this many groups, compile time is dominated by per-group code (a `lax.switch` branch and a
 # `vmap` each): about 20 s by a hundred groups on a 2-core CPU.

@@ -40,6 +40,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from lagjax import _block_substitution as blocks
 from lagjax import _jacobian, _local, _substitution
 
 OUTPUTS = ("f", "z")
@@ -81,18 +82,58 @@ def implicit_solution(schedule) -> Callable[[dict, jax.Array], jax.Array]:
 
 
 def with_gradient(f: Callable, df: Callable) -> Callable:
-    """The objective `z (n,) -> ()` with the user's gradient `df` as its derivative (JAX differentiates `df`)."""
+    """The objective `z ↦ f(z)` (z a vector, or a dict of arrays) with the user's gradient `df` as its
+    derivative (JAX differentiates `df`)."""
 
     @jax.custom_jvp
     def objective(z):
-        return jnp.reshape(f(z), ()).astype(z.dtype)
+        return jnp.reshape(f(z), ()).astype(jnp.result_type(*jax.tree.leaves(z)))
 
     @objective.defjvp
     def objective_jvp(primals, tangents):
         (z,), (dz,) = primals, tangents
-        return objective(z), jnp.reshape(df(z), z.shape).astype(z.dtype) @ dz
+        g = jax.tree.map(lambda g, z: jnp.reshape(g, z.shape).astype(z.dtype), df(z), z)
+        return objective(z), sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(dz)))
 
     return objective
+
+
+def implicit_structured_solution(program, layout) -> Callable[[dict, dict], dict]:
+    """`z*(tables, x)` of a structured program, dicts by name, differentiated as `implicit_solution`.
+
+    The same derivation with the block sweeps of `_block_substitution`: `solve` is the forward
+    substitution through `jax.jvp` of each constraint, `transpose_solve` the back-substitution
+    through `jax.vjp`, `matvec` is `-Dᵀ t`. `tables` is empty, kept for one calling convention.
+    """
+    inputs = set(layout.input_names)
+
+    @jax.custom_jvp
+    def solution(tables, x):
+        return blocks.solve(program, x)
+
+    @solution.defjvp
+    def solution_jvp(primals, tangents):
+        (tables, x), (_, dx) = primals, tangents
+        z = solution(tables, x)
+        push, pull = blocks.local_pushforward(program, z), blocks.local_pullback(program, z)
+
+        def matvec(t):
+            return jax.tree.map(jnp.negative, blocks.apply_transposed(program, push, t))
+
+        def solve(_, b):  # A t = b  <=>  Dᵀ t = -b
+            return blocks.forward_substitute(program, push, b)
+
+        def transpose_solve(_, c):  # Aᵀ λ = c  <=>  D λ = -c
+            return blocks.back_substitute(program, pull, c)
+
+        # b = [dx; 0], built as one vector so that every part of it is linear in dx (JAX's transpose
+        # of custom_linear_solve needs that of each leaf of b).
+        dtype = blocks._dtype(z)
+        rest = layout.size - int(layout.offsets[len(inputs)])
+        seed = layout.unflatten(jnp.concatenate([layout.flatten(dx, layout.input_names).astype(dtype), jnp.zeros(rest, dtype)]))
+        return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
+
+    return solution
 
 
 class Packing:
@@ -159,18 +200,37 @@ def _float(value: jax.Array) -> jax.Array:
     return value if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.result_type(float))
 
 
+class StructuredPacking:
+    """Inputs and outputs of a structured program's `as_function`: dicts by name (or a flat `z`)."""
+
+    def __init__(self, comp):
+        self.comp = comp
+
+    def check(self, x) -> dict:
+        return self.comp._x(x)
+
+    def vector(self, x) -> dict:
+        return x
+
+    def solution(self, z: dict, as_dict: bool):
+        return z if as_dict else self.comp.layout.flatten(z)
+
+
 def make(comp, output: str, as_dict: bool | None) -> Callable:
     """The function behind `Computation.as_function` (see there); jitted, tables passed as arguments."""
     if output not in OUTPUTS:
         raise ValueError(f"`output` must be 'f' (the objective f(z*(x))) or 'z' (the solved variables z*(x)); got {output!r}.")
     if as_dict not in (None, True, False):
         raise TypeError(f"`as_dict` must be None, True or False; got {as_dict!r}.")
-    schedule, packing = comp.schedule, Packing(comp)
-    solution = implicit_solution(schedule)
+    structured = hasattr(comp, "layout")
+    if structured:
+        packing, solution = StructuredPacking(comp), implicit_structured_solution(comp.program, comp.layout)
+    else:
+        packing, solution = Packing(comp), implicit_solution(comp.schedule)
     if comp._df_given:
         objective = with_gradient(comp.f, comp.df)
     else:
-        objective = lambda z: jnp.reshape(comp.f(z), ()).astype(z.dtype)  # noqa: E731
+        objective = lambda z: jnp.reshape(comp.f(z), ()).astype(jnp.result_type(*jax.tree.leaves(z)))  # noqa: E731
 
     def evaluate(tables, x):
         z = solution(tables, packing.vector(x))
@@ -184,7 +244,7 @@ def make(comp, output: str, as_dict: bool | None) -> Callable:
         return jitted(comp._tables, packing.check(x))
 
     kind = "f(z*(x)), a scalar" if output == "f" else "z*(x), the solved variables"
-    function.__doc__ = f"{kind}, for inputs `x` of shape ({comp.d},) or a dict {{name: scalar}} by input name."
+    given = "a dict {name: array} by input name" if structured else f"shape ({comp.d},) or a dict {{name: scalar}} by input name"
+    function.__doc__ = f"{kind}, for inputs `x` of {given}."
     function.__name__ = f"lagjax_{output}"
     return function
-

@@ -1,13 +1,23 @@
-"""The builder: a program as a list of equality constraints over named scalar variables.
+"""The builder: a program as a list of equality constraints over named variables.
 
 Variables are numbered in the order they are named: the d inputs first (indices 0..d-1), then one
 variable per constraint, in the order the constraints are added. A constraint may only read
 variables defined before it, so this numbering is a topological order and the constraint Jacobian
 is upper triangular in it.
+
+Two kinds of variable, which mix in one program:
+- scalars, as in the original code: `Constraints(["x", "y"])`, `add_constraint(lhs, f, rhs)` with
+  `f` a function of the vector of its k scalar arguments;
+- arrays: inputs declared with shapes, `Constraints({"W": (64, 32), "x": (32,)})`, and
+  `add(lhs, f, rhs)` with `f` a function of its arguments taken positionally,
+  `lambda W, x: jnp.tanh(W @ x)`; the shape of `lhs` is inferred by `jax.eval_shape`.
+A program declared with a dict of inputs, or with any `add`, is *structured*: its `Computation`
+takes and returns dicts keyed by variable name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
@@ -28,6 +38,8 @@ class Constraint(NamedTuple):
         `None` means the partials come from `jax.grad(f)`.
       group: the number of its group in `Constraints.groups`: constraints running the same code.
       data: what `f` and `df` capture, as arrays (see `lagjax._grouping`).
+      positional: True for an array constraint (`Constraints.add`): `f` takes the k argument
+        values positionally, `f(*z[args])`, and returns an array of the variable's shape.
     """
 
     name: Hashable
@@ -38,6 +50,7 @@ class Constraint(NamedTuple):
     df: Callable | None = None
     group: int = 0
     data: tuple = ()
+    positional: bool = False
 
     def __str__(self) -> str:
         fname = getattr(self.f, "__name__", type(self.f).__name__)
@@ -47,23 +60,32 @@ class Constraint(NamedTuple):
 class Constraints:
     """A program: named inputs, then constraints `lhs = f(rhs)` added one at a time.
 
-    `Constraints(["x", "y"])` declares the inputs; their indices, `C.inputs`, are `[0, 1]`.
+    `Constraints(["x", "y"])` declares scalar inputs; their indices, `C.inputs`, are `[0, 1]`.
+    `Constraints({"W": (64, 32), "x": (32,), "s": ()})` declares inputs with shapes (a shape
+    tuple, or an example float array whose shape is taken): a structured program.
     `len(C)` is the number of constraints; iterating gives the `Constraint` records in order.
     """
 
-    def __init__(self, inputs: Sequence[Hashable]):
-        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+    def __init__(self, inputs: Sequence[Hashable] | Mapping[str, Any]):
+        structured = isinstance(inputs, Mapping)
+        if not structured and (isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence)):
             raise TypeError(
-                f"`inputs` must be a list of names, got {inputs!r}; write e.g. Constraints(['x', 'y'])."
+                f"`inputs` must be a list of names, or a dict of shapes by name; got {inputs!r}. "
+                f"Write e.g. Constraints(['x', 'y']) or Constraints({{'W': (3, 2), 'x': (2,)}})."
             )
         self._index: dict[Hashable, int] = {}
         self._names: list[Hashable] = []
+        self._shapes: list[tuple[int, ...]] = []  # one per variable
         self._constraints: list[Constraint] = []
+        self.structured: bool = structured  # dicts in and out; set by a dict of inputs or by `add`
         for name in inputs:
+            if structured:
+                _check_string(name, "input")
             _check_name(name, "input")
             if name in self._index:
                 raise ValueError(f"Input {name!r} is listed twice in `inputs`; each input is named once.")
             self._define(name)
+            self._shapes.append(_input_shape(name, inputs[name]) if structured else ())
         self.inputs: list[int] = list(range(len(self._names)))
         self._level: list[int] = [0] * len(self._names)  # 0 for inputs, 1 + max over the arguments
         self._groups: list[_grouping.Group] = []
@@ -88,6 +110,11 @@ class Constraints:
     def n(self) -> int:
         """The number of variables: inputs plus one per constraint."""
         return len(self._names)
+
+    @property
+    def shapes(self) -> dict[Hashable, tuple[int, ...]]:
+        """The shape of every variable, by name (`()` for a scalar)."""
+        return dict(zip(self._names, self._shapes))
 
     def index(self, name: Hashable) -> int:
         """The index of variable `name`."""
@@ -170,15 +197,74 @@ class Constraints:
             args = tuple(map(index.__getitem__, rhs))
         except (KeyError, TypeError):
             self._undefined(lhs, rhs)
+        if self.structured:
+            self._check_scalar_arguments(lhs, rhs, args)
         seen = self._seen.get((id(f), id(df), k))  # the same functions again: group and data known
         group, data = self._group(f, df, k, lhs) if seen is None else seen
         level = self._level
         level.append(1 + max(map(level.__getitem__, args)))
         i = index[lhs] = len(self._names)
         self._names.append(lhs)
+        self._shapes.append(())
         constraint = Constraint(lhs, i, f, args, tuple(rhs), df, group, data)
         self._constraints.append(constraint)
         return constraint
+
+    def add(self, lhs: str, f: Callable, rhs: Sequence[str], *, shape: Sequence[int] | None = None) -> Constraint:
+        """Define the new array variable `lhs = f(*values of rhs)`; the program becomes structured.
+
+        Args:
+          lhs: name of the variable this constraint defines (a string); new, not an input.
+          f: a JAX-traceable function taking the k argument values positionally, in the order of
+            `rhs` (`lambda W, x: jnp.tanh(W @ x)`), and returning one float array, of any shape.
+          rhs: names of the arguments, each defined earlier; a name may repeat.
+          shape: optional, the shape `lhs` must have; a mismatch is an error. The shape is
+            inferred by `jax.eval_shape` of `f` on its arguments' shapes, at this call.
+
+        Returns:
+          The `Constraint` record (`positional=True`).
+
+        Raises:
+          ValueError / TypeError naming `lhs`: the errors of `add_constraint`, and `f` failing to
+          trace on its arguments' shapes (the original error shown beneath), returning a
+          non-float or non-array value, or a shape other than `shape`.
+        """
+        if not callable(f):
+            raise TypeError(f"`f` for {lhs!r} must be callable, got {f!r}.")
+        _check_string(lhs, "left-hand side")
+        if lhs in self._index:
+            self._redefined(lhs)
+        _check_rhs(lhs, rhs)
+        if len(rhs) == 0:
+            raise ValueError(f"The right-hand side of {lhs!r} is empty; a constraint reads at least one variable.")
+        try:
+            args = tuple(map(self._index.__getitem__, rhs))
+        except (KeyError, TypeError):
+            self._undefined(lhs, rhs)
+        arg_shapes = {name: self._shapes[a] for name, a in zip(rhs, args)}
+        out_shape = _signature.check_positional(f, [self._shapes[a] for a in args], list(rhs), f"constraint {lhs!r}")
+        if shape is not None and tuple(shape) != out_shape:
+            raise ValueError(
+                f"`f` of constraint {lhs!r} returns shape {out_shape} for arguments of shapes {arg_shapes}, "
+                f"but `shape={tuple(shape)}` was asked for."
+            )
+        self.structured = True
+        self._level.append(1 + max(self._level[a] for a in args))
+        i = self._define(lhs)
+        self._shapes.append(out_shape)
+        constraint = Constraint(lhs, i, f, args, tuple(rhs), None, -1, (), True)
+        self._constraints.append(constraint)
+        return constraint
+
+    def _check_scalar_arguments(self, lhs: Hashable, rhs: Sequence[Hashable], args: tuple[int, ...]):
+        _check_string(lhs, "left-hand side")
+        for name, a in zip(rhs, args):
+            if self._shapes[a] != ():
+                raise ValueError(
+                    f"`add_constraint` defines {lhs!r} from scalar variables, but {name!r} has shape "
+                    f"{self._shapes[a]}; for array arguments use `add({lhs!r}, f, rhs)`, whose `f` takes "
+                    f"the arguments positionally."
+                )
 
     def _redefined(self, lhs: Hashable):
         defined = self._index[lhs]
@@ -256,6 +342,34 @@ def _check_rhs(lhs: Hashable, rhs: Any) -> None:
             f"The right-hand side of {lhs!r} must be a list of names, got {rhs!r}; "
             f"write e.g. add_constraint({lhs!r}, f, [{rhs!r}])."
         )
+
+
+def _check_string(name: Any, role: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(
+            f"Variables of a structured program (dict inputs, array constraints) are named by strings, "
+            f"as the keys of the dicts its Computation returns; the {role} is {name!r}."
+        )
+
+
+def _input_shape(name: str, spec: Any) -> tuple[int, ...]:
+    """The declared shape of input `name`: a tuple of sizes, or an example float array."""
+    if isinstance(spec, (tuple, list)) and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in spec):
+        if any(s < 0 for s in spec):
+            raise ValueError(f"The shape of input {name!r} has a negative size: {tuple(spec)}.")
+        return tuple(int(s) for s in spec)
+    dtype = getattr(spec, "dtype", None)
+    if dtype is None or not hasattr(spec, "shape"):
+        raise TypeError(
+            f"Input {name!r} must be declared by a shape (a tuple such as (64, 32), or () for a scalar) "
+            f"or an example float array; got {spec!r}."
+        )
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise TypeError(
+            f"Input {name!r} is declared by an example array of dtype {np.dtype(dtype)}; lagjax differentiates "
+            f"float variables only (float32, float64). Declare its shape, or pass a float array."
+        )
+    return tuple(int(s) for s in spec.shape)
 
 
 def _check_name(name: Any, role: str) -> None:

@@ -82,3 +82,54 @@ def liftable(split, k: int, shapes: tuple[tuple, ...]) -> bool:
     except Exception:  # noqa: BLE001  (any failure means: do not lift; the plain function was checked)
         return False
     return isinstance(out, jax.ShapeDtypeStruct) and out.shape in shapes
+
+
+def _traced(fn: Callable, probes, what: str, described: str):
+    """`jax.eval_shape(fn, *probes)`, the user's own error shown beneath ours when it fails to trace."""
+    try:
+        return jax.eval_shape(fn, *probes)
+    except Exception as err:
+        hint = (
+            " It must be a JAX-traceable function: use jax.numpy (jnp.exp, not np.exp)."
+            if isinstance(err, jax.errors.TracerArrayConversionError)
+            else ""
+        )
+        raise TypeError(f"{what} failed when called on {described}.{hint} The original error is shown above.") from err
+
+
+def _one_float_array(out, what: str) -> jax.ShapeDtypeStruct:
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(f"{what} must return one array, got the structure {jax.tree.structure(out)}.")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{what} must return real floating-point values, got dtype {out.dtype}.")
+    return out
+
+
+def check_positional(f: Callable, shapes: list[tuple], names: list, where: str) -> tuple[int, ...]:
+    """The shape `f(*args)` returns for float arguments of `shapes`; an error naming `where` if it fails."""
+    probes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+    described = "arguments of shapes " + ", ".join(f"{n!r}: {s}" for n, s in zip(names, shapes))
+    out = _traced(f, probes, f"`f` of {where}", described)
+    return tuple(_one_float_array(out, f"`f` of {where}").shape)
+
+
+def check_structured_objective(f: Callable, df: Callable | None, shapes: dict) -> None:
+    """Check the objective of a structured program, `f: {name: array} -> ()`, and `df: -> {name: array}`."""
+    probes = {name: jax.ShapeDtypeStruct(s, jnp.float32) for name, s in shapes.items()}
+    described = "the dict of all variables {name: array}"
+    out = _one_float_array(_traced(f, [probes], "The objective `f`", described), "The objective `f`")
+    if out.shape not in ((), (1,)):
+        raise ValueError(
+            f"The objective `f` returned shape {out.shape}; it must be a scalar, shape () or (1,) "
+            f"(for several outputs, build one Computation per output or sum them)."
+        )
+    if df is not None:
+        out = _traced(df, [probes], "The objective gradient `df`", described)
+        expected = jax.tree.structure(probes)
+        if jax.tree.structure(out) != expected or any(
+            o.shape != p.shape for o, p in zip(jax.tree.leaves(out), jax.tree.leaves(probes))
+        ):
+            raise ValueError(
+                "The objective gradient `df` must return a dict with one array per variable, of that "
+                f"variable's shape ({shapes}); got {jax.tree.map(lambda o: o.shape, out)}."
+            )

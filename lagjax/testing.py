@@ -58,13 +58,16 @@ __all__ = [
 ]
 
 
-def reference_solve(comp: Computation) -> Callable[[jax.Array], jax.Array]:
-    """The plain forward pass `x (d,) -> z (n,)`: one constraint at a time, in a Python loop.
+def reference_solve(comp: Computation) -> Callable:
+    """The plain forward pass `x -> z`: one constraint at a time, in a Python loop.
 
-    Each step `z[i] = f_i(z[args(i)])` is one small jitted function per distinct `f_i` (so that
-    eager differentiation dispatches one operation per constraint, not one per primitive), or plain
-    eager code where a program has too many distinct functions to compile each.
+    Scalar programs: `(d,) -> (n,)`; each step `z[i] = f_i(z[args(i)])` is one small jitted function
+    per distinct `f_i` (so that eager differentiation dispatches one operation per constraint, not
+    one per primitive), or plain eager code where a program has too many distinct functions to
+    compile each. Structured programs: dicts by name, `z[name] = f(*z[args])`, eagerly.
     """
+    if _structured(comp):
+        return functools.partial(_plain_structured_solve, comp.constraints)
     steps = _STEPS.get(comp)
     if steps is None:
         functions = {id(c.f): c.f for c in comp.constraints}
@@ -89,10 +92,71 @@ def _plain_step(f: Callable, z: jax.Array, args: jax.Array, i: jax.Array) -> jax
     return z.at[i].set(jnp.reshape(f(z[args]), ()).astype(z.dtype))
 
 
-def reference_forward(comp: Computation) -> Callable[[jax.Array], jax.Array]:
-    """`x (d,) -> f(z(x))` through `reference_solve`."""
+def _plain_value(c, args: list):
+    """The right-hand side of constraint `c` on its argument values, called as the user wrote it."""
+    return c.f(*args) if c.positional else jnp.reshape(c.f(jnp.stack(args)), ())
+
+
+def _plain_structured_solve(constraints, x: dict) -> dict:
+    z = dict(x)
+    dtype = jnp.result_type(*x.values())
+    for c in constraints:
+        z[c.name] = _plain_value(c, [z[a] for a in c.arg_names]).astype(dtype)
+    return z
+
+
+def reference_forward(comp: Computation) -> Callable:
+    """`x -> f(z(x))` through `reference_solve`."""
     solve = reference_solve(comp)
     return lambda x: jnp.reshape(comp.f(solve(x)), ())
+
+
+def _structured(comp: Computation) -> bool:
+    return hasattr(comp, "layout")
+
+
+class _Flat:
+    """A program's inputs, variables and multipliers as flat vectors (the identity for scalar programs)."""
+
+    def __init__(self, comp: Computation):
+        self.comp = comp
+        if _structured(comp):
+            layout = comp.layout
+            self.width, self.size = int(layout.offsets[comp.d]), layout.size
+            self.x = lambda tree: layout.flatten(tree, layout.input_names)
+            self.z = layout.flatten
+            self.xs = lambda v: layout.unflatten(v, layout.input_names)
+            self.zs = layout.unflatten
+        else:
+            self.width, self.size = comp.d, comp.n
+            self.x = self.z = self.xs = self.zs = lambda v: v
+
+    def jacobian(self, J) -> jax.Array:
+        """`dz/dx` as a matrix `(size, width)`, from `Computation.jacobian`'s result."""
+        if not _structured(self.comp):
+            return J
+        layout = self.comp.layout
+        return jnp.concatenate(
+            [jnp.concatenate([jnp.reshape(J[v][a], (-1, layout.slice(a).stop - layout.slice(a).start)) for a in layout.input_names], 1)
+             for v in layout.names]
+        )
+
+    def constraint_vector(self, x: jax.Array) -> Callable:
+        """`C(x, z)` on flat z, one entry per flattened variable: `[x - z[inputs]; f_i(z[args]) - z_i]`.
+
+        Scalar programs use lagjax's vectorised `penalties`; structured ones a plain loop over the
+        constraints, calling each function as the user wrote it.
+        """
+        comp, width = self.comp, self.width
+        if not _structured(comp):
+            return lambda z: jnp.concatenate([x - z[:width], comp.penalties(z)])
+
+        def C(zf):
+            z = self.zs(zf)
+            pen = [jnp.ravel(_plain_value(c, [z[a] for a in c.arg_names]).astype(zf.dtype) - z[c.name]) for c in comp.constraints]
+            return jnp.concatenate([x - zf[:width], *pen])
+
+        return C
 
 
 def relative_error(actual, expected) -> float:
@@ -135,42 +199,50 @@ def default_tolerances(dtype) -> dict[str, float]:
 
 
 def oracle_errors(comp: Computation, x, *, z=None, l=None, seed: int = 0) -> dict[str, float]:
-    """The largest (normwise relative) error of every oracle, by name, at inputs `x` (shape `(d,)`).
+    """The largest (normwise relative) error of every oracle, by name, at inputs `x`.
 
-    `z` and `l` (shape `(n,)`) are where `dlagrangian` is checked, an arbitrary point, not the
-    solution; by default `z = z* + 0.1 (1 + |z*|) u` and `l = u'` with u, u' uniform in [-1, 1].
+    `x`: shape `(d,)`, or a dict by input name for a structured program. `z` and `l` (shape `(n,)`,
+    or for a structured program flat, shape `(size,)`) are where `dlagrangian` is checked, an
+    arbitrary point, not the solution; by default `z = z* + 0.1 (1 + |z*|) u` and `l = u'` with u, u'
+    uniform in [-1, 1]. Structured programs are compared over their flattened variables.
     """
+    F = _Flat(comp)
     x = comp._x(x)
-    dtype = x.dtype
-    z_star, lam = comp.multipliers(x)
-    chex.assert_tree_all_finite((z_star, lam))
+    xf = F.x(x)
+    dtype = xf.dtype
+    z_tree, lam_tree = comp.multipliers(x)
+    chex.assert_tree_all_finite((z_tree, lam_tree))
+    z_star, lam = F.z(z_tree), F.z(lam_tree)
     rng = np.random.default_rng(seed)
     if z is None:
-        z = z_star + 0.1 * (1 + np.abs(z_star)) * rng.uniform(-1, 1, comp.n)
+        z = z_star + 0.1 * (1 + np.abs(z_star)) * rng.uniform(-1, 1, F.size)
     if l is None:
-        l = rng.uniform(-1, 1, comp.n)
-    point = (x, jnp.asarray(z, dtype), jnp.asarray(l, dtype))
+        l = rng.uniform(-1, 1, F.size)
+    z, l = jnp.asarray(z, dtype), jnp.asarray(l, dtype)
+    point = (x, F.zs(z), F.zs(l))
 
-    D = comp.dconstraints(z_star)
+    D = comp.dconstraints(z_tree)
     ours = dict(
         lam=lam,
-        dz_dx=comp.jacobian(x),
+        dz_dx=F.jacobian(comp.jacobian(x)),
         D=D,
-        dlagrangian=jnp.concatenate(comp.dlagrangian(*point)),
-        reverse_mode=comp.reverse_mode(D, comp.df(z_star)),
-        at_solution=comp.dlagrangian(x, z_star, lam),
+        dlagrangian=_concatenate(F, comp.dlagrangian(*point)),
+        reverse_mode=comp.reverse_mode(D, F.z(comp.df(z_tree))),
+        at_solution=_concatenate(F, comp.dlagrangian(x, z_tree, lam_tree)),
     )
-    theirs = _independent_answers(comp, x, z_star, point)
+    theirs = _independent_answers(comp, xf, z_star, (xf, z, l))
     # The plain forward pass runs eagerly: its compile time would grow with the program.
-    grad_plain = jax.grad(reference_forward(comp))(x)
-    dz_dx_plain = jax.jacfwd(reference_solve(comp))(x)
+    grad_plain = F.x(jax.grad(reference_forward(comp))(x))
+    dz_dx_plain = jax.jacfwd(lambda v: F.z(reference_solve(comp)(F.xs(v))))(xf)
 
     ours, theirs = jax.tree.map(np.asarray, (ours, theirs))
-    dx, dz, dl = ours["at_solution"]
+    w, N = F.width, F.size
+    at = ours["at_solution"]
+    dx, dz, dl = at[:w], at[w : w + N], at[w + N :]
     grad_f, lam = theirs["grad_f"], ours["lam"]
     scale = max(np.max(np.abs(grad_f), initial=0), np.max(np.abs(lam), initial=0), 1e-300)
     return {
-        "multipliers_vs_grad": relative_error(lam[: comp.d], grad_plain),
+        "multipliers_vs_grad": relative_error(lam[:w], grad_plain),
         "tangents_vs_jacfwd": relative_error(ours["dz_dx"], dz_dx_plain),
         "dconstraints_vs_jacrev": relative_error(D, theirs["D"]),
         "dlagrangian_vs_grad": relative_error(ours["dlagrangian"], theirs["dlagrangian_grad"]),
@@ -183,28 +255,31 @@ def oracle_errors(comp: Computation, x, *, z=None, l=None, seed: int = 0) -> dic
             relative_error(grad_plain, grad_f @ theirs["dz_dx_implicit"]),
         ),
         "stationarity": max(
-            relative_error(dx, lam[: comp.d]),
+            relative_error(dx, lam[:w]),
             np.max(np.abs(dz), initial=0) / scale,
             np.max(np.abs(dl), initial=0) / max(np.max(np.abs(np.asarray(z_star)), initial=0), 1.0),
         ),
     }
 
 
+def _concatenate(F: _Flat, gradient) -> jax.Array:
+    """`(dx, dz, dl)` of `dlagrangian` as one flat vector."""
+    dx, dz, dl = gradient
+    return jnp.concatenate([F.x(dx), F.z(dz), F.z(dl)])
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _independent_answers(comp: Computation, x, z_star, point) -> dict:
-    """What the oracles compare with, by JAX's own differentiation and dense linear algebra."""
-    grad_f = comp.df(z_star).astype(x.dtype)
-
-    def constraint_vector(z):  # C(x, z), one entry per variable; D = (∂C/∂z)ᵀ
-        return jnp.concatenate([x - z[: comp.d], comp.penalties(z)])
-
-    D = jax.jacrev(constraint_vector)(z_star).T
-    cuts = np.cumsum([comp.d, comp.n])
-    flat_lagrangian = lambda v: comp.lagrangian(*jnp.split(v, cuts))
+    """What the oracles compare with, by JAX's own differentiation and dense linear algebra (flat)."""
+    F = _Flat(comp)
+    grad_f = F.z(comp.df(F.zs(z_star))).astype(x.dtype)
+    D = jax.jacrev(F.constraint_vector(x))(z_star).T
+    cuts = np.cumsum([F.width, F.size])
+    flat_lagrangian = lambda v: comp.lagrangian(*(g(p) for g, p in zip((F.xs, F.zs, F.zs), jnp.split(v, cuts))))
     flat_point = jnp.concatenate(point)
     # Implicit-function theorem: C(x, z(x)) = 0 for all x, so ∂C/∂x + ∂C/∂z dz/dx = 0, and with
     # ∂C/∂z = Dᵀ and ∂C/∂x = E (a 1 at each input copy): dz/dx = -(Dᵀ)⁻¹ E.
-    E = jnp.eye(comp.n, comp.d, dtype=x.dtype)
+    E = jnp.eye(F.size, F.width, dtype=x.dtype)
     return dict(
         grad_f=grad_f,
         D=D,
@@ -221,7 +296,7 @@ def judge(comp: Computation, x, *, rtol: float | None = None, fd_rtol: float | N
 
     `**kwargs` go to `oracle_errors` (`z`, `l`, `seed`).
     """
-    tolerances = default_tolerances(comp._x(x).dtype)
+    tolerances = default_tolerances(_Flat(comp).x(comp._x(x)).dtype)
     rtol = tolerances["rtol"] if rtol is None else rtol
     fd_rtol = tolerances["fd_rtol"] if fd_rtol is None else fd_rtol
     errors = oracle_errors(comp, x, **kwargs)
@@ -233,7 +308,8 @@ def check_computation(comp: Computation, x, *, rtol: float | None = None, fd_rto
 
     Args:
       comp: the Computation.
-      x: inputs, shape `(d,)`; its dtype sets the default tolerances (`default_tolerances`).
+      x: inputs, shape `(d,)` (a dict by input name for a structured program); its dtype sets the
+        default tolerances (`default_tolerances`).
       rtol: tolerance of the exact oracles (normwise relative).
       fd_rtol: tolerance of the finite-difference oracle.
       **kwargs: passed to `oracle_errors` (`z`, `l`, `seed`).

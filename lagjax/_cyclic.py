@@ -1,0 +1,414 @@
+"""Solvers for one cyclic block: the root finder forward, the linear solves of the implicit function backward.
+
+The engine flattens the variables of one strongly connected component into a vector u of size m and
+hands over F with u = F(u) at the solution (every other variable closed over). Three problems follow:
+
+- forward, the block's constraints `G(u) = F(u) − u = 0`: Newton's method (`find_root`);
+- the multipliers, `(I − J)ᵀ w = c` with `J = ∂F/∂u` at the solution (`solve_adjoint`);
+- the tangents, `(I − J) t = b` (`solve_tangent`).
+
+Blocks with `m <= solver.dense_max` form the dense m × m Jacobian (`jax.jacfwd`) and factor it; larger
+blocks are matrix-free: restarted GMRES on Jacobian-vector products (`jax.jvp`) or vector-Jacobian
+products (`jax.vjp`). Everything is jittable and vmappable; m is static.
+
+Failures are reported, never hidden: every solve returns an `Info` whose `status` is one of the `Status`
+codes below, with the residual reached. `jax.scipy.sparse.linalg.gmres` reports nothing (its `info` only
+flags NaN, and it stagnates silently when restarted, jax-ml/jax#15837), so the true residual
+`b − A x` is recomputed here after every restart cycle and checked against the tolerance.
+
+Tolerances (`rtol`, `atol` of `Solver`, both measured in the max-norm):
+
+- root finding stops when `max|F(u) − u| <= atol + rtol · max|u|`;
+- a matrix-free linear solve succeeds when `max|c − A w| <= rtol · max|c|` (scale-free: the system is
+  linear; `atol` plays no part, so tiny right-hand sides are still solved to relative accuracy);
+- a dense linear solve (LU) succeeds when its backward error is within rtol,
+  `max|c − A w| <= rtol · (max|c| + ‖A‖∞ max|w|)`, and `I − J` is not numerically singular: its
+  reciprocal condition number (1-norm) is at least m · eps.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.linalg import lu_factor, lu_solve
+from jax.scipy.sparse.linalg import gmres
+
+
+class Status(enum.IntEnum):
+    """Outcome of a block solve; `message(status)` gives the human message."""
+
+    SUCCESS = 0
+    NOT_CONVERGED = 1
+    SINGULAR = 2
+    NONFINITE = 3
+
+
+SUCCESS, NOT_CONVERGED, SINGULAR, NONFINITE = Status.SUCCESS, Status.NOT_CONVERGED, Status.SINGULAR, Status.NONFINITE
+
+MESSAGES = {
+    Status.SUCCESS: "converged",
+    Status.NOT_CONVERGED: (
+        "the root finder reached its iteration limit (`Solver.max_steps`) without meeting the tolerance; "
+        "the cycle may have no fixed point, or need more steps or a better initial guess"
+    ),
+    Status.SINGULAR: (
+        "the block's Jacobian I - ∂F/∂u is singular or too ill-conditioned (a variable of the cycle is not "
+        "determined by its equations), or the matrix-free linear solve did not reach its tolerance within "
+        "`Solver.krylov_max` iterations"
+    ),
+    Status.NONFINITE: "NaN or inf in the iterate, the residual, or the Jacobian",
+}
+
+
+def message(status) -> str:
+    """The human message of a status code (a `Status`, an int, or a concrete integer array of size 1)."""
+    code = int(np.asarray(status).reshape(()))
+    if code not in MESSAGES:
+        raise ValueError(f"`status` must be one of the codes {[int(s) for s in Status]}, got {code}.")
+    return MESSAGES[Status(code)]
+
+
+class Info(NamedTuple):
+    """What a block solve reached: scalar arrays (batched under `jax.vmap`).
+
+    Attributes:
+      status: int32, a `Status` code.
+      residual: the max-norm of `F(u) − u` at the returned u (`find_root`), or of the linear residual
+        (`solve_adjoint`, `solve_tangent`); in the dtype of the solve.
+      steps: int32, Newton steps (`find_root`), GMRES restart cycles (matrix-free linear solves), or 0
+        (a dense linear solve: one LU factorisation).
+    """
+
+    status: jax.Array
+    residual: jax.Array
+    steps: jax.Array
+
+
+class Solver(NamedTuple):
+    """Options of the block solvers. Static: close over it or pass it as a static argument of `jax.jit`.
+
+    Attributes:
+      rtol: relative tolerance, max-norm. None: 1e-10 for float64, 1e-5 for float32 (about 10⁶ and 10²
+        machine epsilons: reachable by Newton despite rounding in F, tight enough that the gradients
+        built on the solution keep ~8 and ~4 digits), `sqrt(eps)` for other float dtypes.
+      atol: absolute tolerance of the root finder on `max|F(u) − u|` (see the module docstring);
+        None: the same value as `rtol`'s default, so a solution near zero is judged on a unit scale.
+      max_steps: Newton steps allowed before `NOT_CONVERGED`. Newton converges in a handful of steps
+        once close; 50 leaves room for the damped steps of a poor start.
+      dense_max: blocks with m <= dense_max form the dense Jacobian (m JVPs) and factor it (O(m³));
+        larger blocks are matrix-free. 256: below it one LU costs well under a millisecond on CPU.
+      krylov_max: Krylov iterations (Jacobian-vector products) allowed per linear solve, matrix-free.
+      krylov_restart: the GMRES Krylov dimension between restarts (memory: krylov_restart · m values).
+    """
+
+    rtol: Optional[float] = None
+    atol: Optional[float] = None
+    max_steps: int = 50
+    dense_max: int = 256
+    krylov_max: int = 500
+    krylov_restart: int = 50
+
+
+_DEFAULT_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+
+# Damped Newton: halve the step until the residual's 2-norm decreases by the Armijo factor (1 − 1e-4 α).
+_MAX_HALVINGS = 8
+# Newton–Krylov solves each Newton system only to this fraction of the current residual.
+_FORCING = 1e-3
+# A GMRES restart cycle that does not reduce the residual's 2-norm by 0.1 % is taken as stagnation.
+_STAGNATION = 0.999
+
+
+def check_solver(solver: Solver) -> Solver:
+    """Validate a `Solver`'s fields (Python values: it is static); return it, or raise naming the field."""
+    if not isinstance(solver, Solver):
+        raise TypeError(f"`solver` must be a lagjax Solver(...), got {type(solver).__name__}.")
+    for name in ("rtol", "atol"):
+        value = getattr(solver, name)
+        if value is None:
+            continue
+        if isinstance(value, jax.core.Tracer) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"`Solver.{name}` must be a Python float or None (a static option), got {value!r}.")
+        low_ok = value > 0 if name == "rtol" else value >= 0
+        if not (np.isfinite(value) and low_ok and value < 1):
+            bound = "in (0, 1)" if name == "rtol" else "in [0, 1)"
+            raise ValueError(f"`Solver.{name}` must be {bound} or None, got {value!r}.")
+    for name, lowest in (("max_steps", 0), ("dense_max", 0), ("krylov_max", 1), ("krylov_restart", 1)):
+        value = getattr(solver, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(
+                f"`Solver.{name}` must be a Python int (a static option: close over the Solver or mark it "
+                f"static in jax.jit), got {value!r}."
+            )
+        if value < lowest:
+            raise ValueError(f"`Solver.{name}` must be >= {lowest}, got {value}.")
+    return solver
+
+
+def tolerances(solver: Solver, dtype) -> tuple[float, float]:
+    """`(rtol, atol)` of `solver` for `dtype`, the defaults filled in."""
+    dtype = np.dtype(dtype)
+    default = _DEFAULT_RTOL.get(dtype, float(np.sqrt(np.finfo(dtype).eps)))
+    rtol = default if solver.rtol is None else float(solver.rtol)
+    atol = default if solver.atol is None else float(solver.atol)
+    return rtol, atol
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forward: the block's constraints G(u) = F(u) − u = 0, by Newton's method.
+#
+# G'(u) = J − I, so the Newton step δ solves (I − J) δ = G(u) and u ← u + α δ, with α halved until
+# ‖G‖₂ decreases (α = 1 near the solution: quadratic convergence). Dense blocks factor I − J; large
+# blocks solve the step by GMRES on v ↦ v − J v (`jax.linearize`: one linearisation per step).
+# ---------------------------------------------------------------------------------------------------
+
+
+def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver()) -> tuple[jax.Array, Info]:
+    """Solve u = F(u) for one cyclic block by (damped) Newton's method.
+
+    Args:
+      F: (m,) -> (m,), the block's definitions (other variables closed over); its output is cast to u0's dtype.
+      u0: (m,) the initial guess; its float dtype is the dtype of the solve.
+      solver: the options (`Solver`).
+
+    Returns:
+      `(u, info)`: u (m,), the last iterate; `info.residual = max|F(u) − u|`, `info.steps` the Newton
+      steps taken. SINGULAR: dense blocks, `I − J` at the returned u has a reciprocal condition number
+      below m·eps (or a step was not finite); matrix-free blocks, the last Newton system was not solved
+      to its tolerance and the iteration limit was reached (their conditioning at the solution is not
+      estimated: the adjoint or tangent solve that follows reports it).
+    """
+    G, u0 = _check_block(F, u0, "u0")
+    solver = check_solver(solver)
+    m, dtype = u0.shape[0], u0.dtype
+    rtol, atol = tolerances(solver, dtype)
+    dense = m <= solver.dense_max
+    eye = jnp.eye(m, dtype=dtype)
+
+    def converged(u, g):
+        return _max_norm(g) <= atol + rtol * _max_norm(u)
+
+    def newton_step(u, g, A):
+        """δ with (I − J) δ = g, and whether the linear solve succeeded."""
+        if dense:
+            delta = lu_solve(lu_factor(A), g)
+            return delta, _all_finite(delta)
+        _, jvp = jax.linearize(G, u)  # the linearisation of G is v ↦ J v − v = −(I − J) v
+        target = jnp.maximum(_FORCING * _max_norm(g), 0.1 * atol)
+        delta, residual, _ = _gmres(lambda v: -jvp(v), g, target, solver)
+        return delta, residual <= target
+
+    def jacobian(u):  # I − J in the dense path; a placeholder keeps the loop state's structure otherwise
+        return eye - jax.jacfwd(F)(u).astype(dtype) if dense else jnp.zeros((), dtype)
+
+    def status_of(u, g, A, steps, solved):
+        """The loop's status after a step: RUNNING (-1) or a `Status` code, the most severe first."""
+        finite = _all_finite(u) & _all_finite(g) & (_all_finite(A) if dense else True)
+        status = jnp.where(steps >= solver.max_steps, jnp.int32(NOT_CONVERGED), jnp.int32(-1))
+        if dense:  # a non-finite Newton step with a finite I − J: singular, stop now
+            status = jnp.where(solved, status, jnp.int32(SINGULAR))
+        else:  # Newton–Krylov tolerates inexact steps; out of steps after a failed one: singular
+            status = jnp.where(solved | (status != NOT_CONVERGED), status, jnp.int32(SINGULAR))
+        status = jnp.where(converged(u, g), jnp.int32(SUCCESS), status)
+        return jnp.where(finite, status, jnp.int32(NONFINITE))
+
+    def body(state):
+        u, g, A, steps, _ = state
+        delta, solved = newton_step(u, g, A)
+        u_new, g_new = _damped(G, u, g, delta)
+        u_new = jnp.where(solved, u_new, u)  # a failed dense solve (non-finite δ) keeps the iterate
+        g_new = jnp.where(solved, g_new, g)
+        A_new = jacobian(u_new)
+        steps = steps + 1
+        return u_new, g_new, A_new, steps, status_of(u_new, g_new, A_new, steps, solved)
+
+    g0 = G(u0)
+    A0 = jacobian(u0)
+    steps0 = jnp.int32(0)
+    state = (u0, g0, A0, steps0, status_of(u0, g0, A0, steps0, jnp.bool_(True)))
+    u, g, A, steps, status = lax.while_loop(lambda s: s[-1] < 0, body, state)
+    if dense:  # a root is not enough: the block must determine its variables there
+        rcond = _reciprocal_condition(A)
+        status = jnp.where((status == SUCCESS) & (rcond < m * jnp.finfo(dtype).eps), jnp.int32(SINGULAR), status)
+    return u, Info(status, _max_norm(g), steps)
+
+
+def _damped(G, u, g, delta):
+    """u + α δ with α = 1, 1/2, ... until ‖G‖₂ decreases by (1 − 1e-4 α) (a NaN residual never does)."""
+    norm0 = jnp.linalg.norm(g)
+
+    def rejected(state):
+        alpha, _, g_try, k = state
+        return (k < _MAX_HALVINGS) & ~(jnp.linalg.norm(g_try) <= (1 - 1e-4 * alpha) * norm0)
+
+    def halve(state):
+        alpha, _, _, k = state
+        alpha = alpha / 2
+        u_try = u + alpha * delta
+        return alpha, u_try, G(u_try), k + 1
+
+    u_try = u + delta
+    one = jnp.ones((), u.dtype)
+    _, u_new, g_new, _ = lax.while_loop(rejected, halve, (one, u_try, G(u_try), jnp.int32(0)))
+    return u_new, g_new
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backward: (I − J)ᵀ w = c is the multiplier equation of the block. With the penalties F(u) − u of the
+# block's constraints, the rows of ∇_z L = 0 that belong to the block read ∇_u f + (J − I)ᵀ λ_B + (terms
+# of the blocks that use u, already known by substitution) = 0: one linear solve on the diagonal block,
+# c collecting everything else. (I − J)ᵀ w is w − vjp(F)(w): matrix-free by `jax.vjp`.
+# ---------------------------------------------------------------------------------------------------
+
+
+def solve_adjoint(F: Callable, u: jax.Array, c: jax.Array, solver: Solver = Solver()) -> tuple[jax.Array, Info]:
+    """Solve (I − J)ᵀ w = c, J = ∂F/∂u at u: the multipliers of one cyclic block.
+
+    Args:
+      F: (m,) -> (m,), the block's definitions.
+      u: (m,) the point (the block's solution).
+      c: (m,) the right-hand side; its dtype is the dtype of the solve (u is cast to it).
+      solver: the options (`Solver`).
+
+    Returns:
+      `(w, info)`: w (m,); `info.residual = max|c − (I − J)ᵀ w|`.
+    """
+    return _solve_linear(F, u, c, solver, transpose=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forward mode: differentiating u = F(u, x) gives t = J t + (∂F/∂x) ẋ, i.e. (I − J) t = b with
+# b = (∂F/∂x) ẋ, the tangents of the block's inputs pushed through F. (I − J) t is t − jvp(F)(t).
+# ---------------------------------------------------------------------------------------------------
+
+
+def solve_tangent(F: Callable, u: jax.Array, b: jax.Array, solver: Solver = Solver()) -> tuple[jax.Array, Info]:
+    """Solve (I − J) t = b, J = ∂F/∂u at u: the tangents of one cyclic block.
+
+    Args:
+      F: (m,) -> (m,), the block's definitions.
+      u: (m,) the point (the block's solution).
+      b: (m,) the right-hand side; its dtype is the dtype of the solve (u is cast to it).
+      solver: the options (`Solver`).
+
+    Returns:
+      `(t, info)`: t (m,); `info.residual = max|b − (I − J) t|`.
+    """
+    return _solve_linear(F, u, b, solver, transpose=False)
+
+
+def _solve_linear(F, u, rhs, solver, transpose):
+    """(I − J)ᵀ x = rhs (transpose) or (I − J) x = rhs: dense LU for small blocks, GMRES for large."""
+    G, rhs = _check_block(F, rhs, "c" if transpose else "b")
+    u = _check_point(u, rhs)
+    solver = check_solver(solver)
+    m, dtype = rhs.shape[0], rhs.dtype
+    rtol, _ = tolerances(solver, dtype)
+    target = rtol * _max_norm(rhs)
+    finite_in = _all_finite(rhs) & _all_finite(u)
+
+    if m <= solver.dense_max:
+        A = jnp.eye(m, dtype=dtype) - jax.jacfwd(F)(u).astype(dtype)
+        A = A.T if transpose else A
+        x = lu_solve(lu_factor(A), rhs)
+        residual = _max_norm(rhs - A @ x)
+        # backward error: x solves a system within rtol of (A, rhs); LU attains ~eps, so this only
+        # catches a breakdown. Conditioning, the real risk, is judged by the condition estimate.
+        backward_ok = residual <= rtol * (_max_norm(rhs) + jnp.max(jnp.sum(jnp.abs(A), axis=1)) * _max_norm(x))
+        solved = _all_finite(x) & backward_ok & (_reciprocal_condition(A) >= m * jnp.finfo(dtype).eps)
+        steps = jnp.int32(0)
+        finite_in = finite_in & _all_finite(A)
+    else:
+        if transpose:
+            _, vjp = jax.vjp(G, u)  # vjp(w) = (J − I)ᵀ w
+            matvec = lambda w: -vjp(w)[0]
+        else:
+            _, jvp = jax.linearize(G, u)  # jvp(t) = (J − I) t
+            matvec = lambda t: -jvp(t)
+        x, residual, steps = _gmres(matvec, rhs, target, solver)
+        solved = residual <= target
+        finite_in = finite_in & _all_finite(matvec(rhs))  # J itself finite at u, as far as one product sees
+    # Finite inputs but a non-finite or inaccurate solution: the operator is (numerically) singular.
+    status = jnp.where(solved, jnp.int32(SUCCESS), jnp.int32(SINGULAR))
+    status = jnp.where(finite_in, status, jnp.int32(NONFINITE))
+    return x, Info(status, residual, steps)
+
+
+def _gmres(matvec, b, target, solver):
+    """Restarted GMRES for A x = b until `max|b − A x| <= target`, the true residual checked every cycle.
+
+    Returns `(x, max|b − A x|, cycles)`. Stops early when a cycle stagnates (singular or hopeless).
+    """
+    m = b.shape[0]
+    restart = min(solver.krylov_restart, solver.krylov_max, m)
+    max_cycles = -(-solver.krylov_max // restart)
+    # jax's GMRES stops on its own 2-norm estimate; ask for half the target (2-norm >= max-norm).
+    gmres_atol = jnp.maximum(0.5 * target, jnp.finfo(b.dtype).tiny)
+
+    def going(state):
+        _, r, norm, _, cycles, stalled = state
+        return (_max_norm(r) > target) & (cycles < max_cycles) & ~stalled
+
+    def cycle(state):
+        x, r, norm, _, cycles, _ = state
+        x_new = gmres(matvec, b, x0=x, tol=0.0, atol=gmres_atol, restart=restart, maxiter=1, solve_method="incremental")[0]
+        r_new = b - matvec(x_new)
+        new_norm = jnp.linalg.norm(r_new)
+        # A breakdown (NaN, as on an exactly singular operator) keeps the last iterate and stops.
+        finite = jnp.isfinite(new_norm)
+        x, r = jnp.where(finite, x_new, x), jnp.where(finite, r_new, r)
+        return x, r, jnp.where(finite, new_norm, norm), norm, cycles + 1, ~(new_norm < _STAGNATION * norm)
+
+    x0 = jnp.zeros_like(b)
+    state = (x0, b, jnp.linalg.norm(b), jnp.linalg.norm(b), jnp.int32(0), jnp.bool_(False))
+    x, r, _, _, cycles, _ = lax.while_loop(going, cycle, state)
+    return x, _max_norm(r), cycles
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small pieces.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _reciprocal_condition(A):
+    """1 / (‖A‖₁ ‖A⁻¹‖₁), 0 where the inverse is not finite (A singular in floating point). O(m³)."""
+    inverse = lu_solve(lu_factor(A), jnp.eye(A.shape[0], dtype=A.dtype))
+    norm_inverse = jnp.max(jnp.sum(jnp.abs(inverse), axis=0))
+    norm = jnp.max(jnp.sum(jnp.abs(A), axis=0))
+    rcond = 1 / (norm * norm_inverse)
+    return jnp.where(jnp.isfinite(norm_inverse) & jnp.isfinite(rcond), rcond, 0)
+
+
+def _max_norm(v):
+    return jnp.max(jnp.abs(v))
+
+
+def _all_finite(v):
+    return jnp.all(jnp.isfinite(v))
+
+
+def _check_block(F, v, name):
+    """Check v is a float vector (m,), m >= 1, and F maps it to shape (m,); return (G, v), G(u) = F(u) − u."""
+    v = jnp.asarray(v)
+    if v.ndim != 1 or v.shape[0] == 0:
+        raise ValueError(f"`{name}` must be a non-empty vector (m,): the block flattened, got shape {v.shape}.")
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        raise TypeError(f"`{name}` must have a real floating dtype (float32 or float64), got {v.dtype}.")
+    if not callable(F):
+        raise TypeError(f"`F` must be a function (m,) -> (m,), got {type(F).__name__}.")
+    out = jax.eval_shape(F, jax.ShapeDtypeStruct(v.shape, v.dtype))
+    if getattr(out, "shape", None) != v.shape:
+        raise ValueError(f"`F` must map a vector of shape {v.shape} to the same shape, got {getattr(out, 'shape', out)}.")
+    return (lambda u: F(u).astype(v.dtype) - u), v
+
+
+def _check_point(u, like):
+    u = jnp.asarray(u)
+    if u.shape != like.shape:
+        raise ValueError(f"`u` must have the shape of the right-hand side {like.shape}, got {u.shape}.")
+    return u.astype(like.dtype)

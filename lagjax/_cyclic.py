@@ -343,31 +343,43 @@ def _gmres(matvec, b, target, solver):
     """Restarted GMRES for A x = b until `max|b − A x| <= target`, the true residual checked every cycle.
 
     Returns `(x, max|b − A x|, cycles)`. Stops early when a cycle stagnates (singular or hopeless).
+
+    jax's GMRES compares norms with absolute thresholds (machine epsilon): it takes a residual below eps
+    for zero, and returns wrong answers without notice on an operator of norm ~10¹⁸ (even a multiple of
+    the identity). So it runs on the normalised system Â y = b̂, b̂ = b / ‖b‖₂, Â = A / s with
+    s = ‖A b̂‖₂, whose solution gives x = (‖b‖₂ / s) y.
     """
     m = b.shape[0]
     restart = min(solver.krylov_restart, solver.krylov_max, m)
     max_cycles = -(-solver.krylov_max // restart)
+    norm_b = jnp.linalg.norm(b)
+    norm_b = jnp.where(norm_b > 0, norm_b, 1)
+    b_hat = b / norm_b
+    scale = jnp.linalg.norm(matvec(b_hat))
+    scale = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1)
+    matvec_hat = lambda y: matvec(y) / scale
+    target_hat = target / norm_b
     # jax's GMRES stops on its own 2-norm estimate; ask for half the target (2-norm >= max-norm).
-    gmres_atol = jnp.maximum(0.5 * target, jnp.finfo(b.dtype).tiny)
+    gmres_atol = jnp.maximum(0.5 * target_hat, jnp.finfo(b.dtype).tiny)
 
     def going(state):
-        _, r, norm, _, cycles, stalled = state
-        return (_max_norm(r) > target) & (cycles < max_cycles) & ~stalled
+        _, r, _, cycles, stalled = state
+        return (_max_norm(r) > target_hat) & (cycles < max_cycles) & ~stalled
 
     def cycle(state):
-        x, r, norm, _, cycles, _ = state
-        x_new = gmres(matvec, b, x0=x, tol=0.0, atol=gmres_atol, restart=restart, maxiter=1, solve_method="incremental")[0]
-        r_new = b - matvec(x_new)
+        y, r, norm, cycles, _ = state
+        y_new = gmres(matvec_hat, b_hat, x0=y, tol=0.0, atol=gmres_atol, restart=restart, maxiter=1, solve_method="incremental")[0]
+        r_new = b_hat - matvec_hat(y_new)
         new_norm = jnp.linalg.norm(r_new)
         # A breakdown (NaN, as on an exactly singular operator) keeps the last iterate and stops.
         finite = jnp.isfinite(new_norm)
-        x, r = jnp.where(finite, x_new, x), jnp.where(finite, r_new, r)
-        return x, r, jnp.where(finite, new_norm, norm), norm, cycles + 1, ~(new_norm < _STAGNATION * norm)
+        y, r = jnp.where(finite, y_new, y), jnp.where(finite, r_new, r)
+        return y, r, jnp.where(finite, new_norm, norm), cycles + 1, ~(new_norm < _STAGNATION * norm)
 
-    x0 = jnp.zeros_like(b)
-    state = (x0, b, jnp.linalg.norm(b), jnp.linalg.norm(b), jnp.int32(0), jnp.bool_(False))
-    x, r, _, _, cycles, _ = lax.while_loop(going, cycle, state)
-    return x, _max_norm(r), cycles
+    state = (jnp.zeros_like(b), b_hat, jnp.ones((), b.dtype), jnp.int32(0), jnp.bool_(False))
+    y, _, _, cycles, _ = lax.while_loop(going, cycle, state)
+    x = (norm_b / scale) * y
+    return x, _max_norm(b - matvec(x)), cycles
 
 
 # ---------------------------------------------------------------------------------------------------

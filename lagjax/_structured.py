@@ -72,6 +72,18 @@ class StructuredComputation(Computation):
 
             return jax.vmap(sweep)(v)
 
+        def jacobian(x):
+            z = blocks.solve(program, x)
+            width = int(layout.offsets[self.d])
+            T = tangents(z, jnp.eye(width, dtype=blocks._dtype(z)))  # (width, size): a sweep per input entry
+            return {
+                name: {
+                    a: jnp.moveaxis(T[layout.slice(a), layout.slice(name)], 0, -1).reshape(self.shapes[name] + self.shapes[a])
+                    for a in self.input_names
+                }
+                for name in self.names
+            }
+
         def lagrangian(x, z, lam):
             penalties = blocks.penalties(program, z)
             value = objective(z)
@@ -104,6 +116,7 @@ class StructuredComputation(Computation):
                 multipliers=multipliers,
                 gradient=lambda x: {k: v for k, v in multipliers(x)[1].items() if k in self.input_names},
                 tangents=tangents,
+                jacobian=jacobian,
                 lagrangian=lagrangian,
                 dlagrangian=dlagrangian,
                 dconstraints=lambda z: blocks.dense(program, layout, z),
@@ -174,19 +187,7 @@ class StructuredComputation(Computation):
     def jacobian(self, x) -> dict:
         """`dz/dx` as `{variable: {input: array}}`, each of shape `variable's shape + input's shape`
         (the structure `jax.jacfwd` gives); by forward mode, one tangent sweep per input entry."""
-        x = self._x(x)
-        z = self._jit["solve"](x)
-        width = int(self.layout.offsets[self.d])
-        dtype = jax.tree.leaves(z)[0].dtype
-        T = self._jit["tangents"](z, jnp.eye(width, dtype=dtype))  # (width, size)
-        out = {}
-        for name in self.names:
-            rows = T[:, self.layout.slice(name)]
-            out[name] = {
-                a: jnp.moveaxis(rows[self.layout.slice(a)], 0, -1).reshape(self.shapes[name] + self.shapes[a])
-                for a in self.input_names
-            }
-        return out
+        return self._jit["jacobian"](self._x(x))
 
     def penalties(self, z) -> dict:
         """The constraint values `f_i(z[args(i)]) - z_i`, a dict by constraint name."""

@@ -182,13 +182,11 @@ def central_difference(fn: Callable[[jax.Array], jax.Array], v: jax.Array) -> ja
     eps = jnp.finfo(v.dtype).eps
     h = eps ** 0.2 * (1 + jnp.abs(v))
     basis = jnp.eye(v.size, dtype=v.dtype).reshape((v.size,) + v.shape)
-    batched = jax.vmap(fn)
-
-    def diff(step):
-        shifts = basis * step
-        return (batched(v + shifts) - batched(v - shifts)) / (2 * step.reshape(-1))
-
-    return ((4 * diff(h / 2) - diff(h)) / 3).reshape(v.shape)
+    shifts = jnp.concatenate([basis * (h / 2), -basis * (h / 2), basis * h, -basis * h])
+    values = jax.vmap(fn)(v + shifts).reshape(4, -1)  # one batched evaluation: one copy of fn to compile
+    step = h.reshape(-1)
+    half, full = (values[0] - values[1]) / step, (values[2] - values[3]) / (2 * step)
+    return ((4 * half - full) / 3).reshape(v.shape)
 
 
 def default_tolerances(dtype) -> dict[str, float]:
@@ -231,9 +229,7 @@ def oracle_errors(comp: Computation, x, *, z=None, l=None, seed: int = 0) -> dic
         at_solution=_concatenate(F, comp.dlagrangian(x, z_tree, lam_tree)),
     )
     theirs = _independent_answers(comp, xf, z_star, (xf, z, l))
-    # The plain forward pass runs eagerly: its compile time would grow with the program.
-    grad_plain = F.x(jax.grad(reference_forward(comp))(x))
-    dz_dx_plain = jax.jacfwd(lambda v: F.z(reference_solve(comp)(F.xs(v))))(xf)
+    grad_plain, dz_dx_plain = _plain_derivatives(comp, F, xf)
 
     ours, theirs = jax.tree.map(np.asarray, (ours, theirs))
     w, N = F.width, F.size
@@ -260,6 +256,20 @@ def oracle_errors(comp: Computation, x, *, z=None, l=None, seed: int = 0) -> dic
             np.max(np.abs(dl), initial=0) / max(np.max(np.abs(np.asarray(z_star)), initial=0), 1.0),
         ),
     }
+
+
+def _plain_derivatives(comp: Computation, F: _Flat, xf: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`jax.grad` and `jax.jacfwd` of the plain forward pass, over the flat inputs.
+
+    Eager for scalar programs (a compile would grow with their thousands of constraints); jitted for
+    structured ones, whose few array constraints compile quickly and run slowly op by op.
+    """
+    solve, forward = reference_solve(comp), reference_forward(comp)
+
+    def derivatives(v):
+        return F.x(jax.grad(forward)(F.xs(v))), jax.jacfwd(lambda u: F.z(solve(F.xs(u))))(v)
+
+    return (jax.jit(derivatives) if _structured(comp) else derivatives)(xf)
 
 
 def _concatenate(F: _Flat, gradient) -> jax.Array:

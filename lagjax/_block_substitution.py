@@ -14,6 +14,17 @@ over the constraints, traced once under `jax.jit`: the compiled program is the s
 operations that `jax.grad` of the forward pass would give, so a structured program is meant for
 tens to thousands of (array) constraints; a program of millions of scalars is the scalar engine's.
 
+A cyclic program (some constraint reads a later variable, or itself) is ordered by its strongly
+connected components (`_components.py`), dependencies first; D is then block upper triangular
+with one diagonal block per component. A component with a cycle, a `Block`, is solved as one: its
+variables u satisfy `u = F(u)` (`F` stacks the block's constraints, every other variable fixed),
+found by a root finder, and its rows of the two systems are linear solves on the diagonal block,
+
+    (I - J)ᵀ λ_B = c_B + (contributions of later components)      J = ∂F/∂u, the multipliers
+    (I - J) t_B = b_B + (contributions of earlier components)               the tangents
+
+(`_cyclic.py`); between components, substitution as above.
+
 The local linear maps are passed to the sweeps as functions, `pullback(k, cotangent)` and
 `pushforward(k, tangents)`, so that the same sweeps run on `jax.vjp`/`jax.jvp` at z (the method)
 and on the blocks of a given dense D (`reverse_mode`, `forward_mode`).
@@ -25,7 +36,9 @@ from typing import Callable, Hashable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from lagjax import _components
 from lagjax._layout import Layout
 
 
@@ -37,9 +50,42 @@ class Step(NamedTuple):
     args: tuple[Hashable, ...]
 
 
+class Block(NamedTuple):
+    """A strongly connected component with a cycle: constraints (`steps`, indices into the program)
+    defining the variables `names`, solved together."""
+
+    steps: tuple[int, ...]
+    names: tuple[Hashable, ...]
+
+
 def steps(constraints) -> list[Step]:
     """The constraints as steps; a scalar constraint's `f(vector)` becomes `fn(*scalars)`."""
     return [Step(c.name, c.f if c.positional else _positional(c.f, c.df), c.arg_names) for c in constraints]
+
+
+def order(constraints, d: int) -> list:
+    """The components of the program, dependencies first: a step index (an acyclic constraint), or
+    a `Block`. For a program in topological order (no forward references) this is `range(len)`."""
+    n = d + len(constraints)
+    counts = np.zeros(n + 1, np.int64)
+    counts[d + 1 :] = [len(c.args) for c in constraints]
+    indptr = np.cumsum(counts)
+    indices = np.fromiter((a for c in constraints for a in c.args), np.int64, int(indptr[-1]))
+    _, components = _components.strongly_connected(n, indptr, indices)
+    out = []
+    for component in components:
+        if component[0] < d:  # an input
+            continue
+        if _components.is_cyclic(component, indptr, indices):
+            out.append(Block(tuple(int(v) - d for v in component), tuple(constraints[int(v) - d].name for v in component)))
+        else:
+            out.append(int(component[0]) - d)
+    return out
+
+
+def blocks(components: Sequence) -> list[Block]:
+    """The cyclic blocks among the components, in order."""
+    return [c for c in components if isinstance(c, Block)]
 
 
 def _positional(f: Callable, df: Callable | None) -> Callable:
@@ -64,23 +110,56 @@ def _arguments(step: Step, z: dict) -> list:
     return [z[a] for a in step.args]
 
 
-def solve(program: Sequence[Step], x: dict) -> dict:
-    """The forward pass: `z` (all variables, by name) from the inputs `x`, each cast to x's dtype."""
+def solve(program: Sequence[Step], components: Sequence, x: dict, root: Callable | None = None) -> tuple[dict, list]:
+    """The forward pass: `z` (all variables, by name) from the inputs `x`, each cast to x's dtype.
+
+    `root(block, z)` solves a cyclic block for its variables given the others: `(values, info)`.
+    Returns `z` and the blocks' infos, in order.
+    """
     dtype = _dtype(x)
-    z = dict(x)
-    for step in program:
-        z[step.name] = step.fn(*_arguments(step, z)).astype(dtype)
-    return z
+    z, infos = dict(x), []
+    for c in components:
+        if isinstance(c, Block):
+            values, info = root(c, z)
+            z.update(values)
+            infos.append(info)
+        else:
+            step = program[c]
+            z[step.name] = step.fn(*_arguments(step, z)).astype(dtype)
+    return z, infos
 
 
-def linearize(program: Sequence[Step], x: dict) -> tuple[dict, Callable]:
-    """The forward pass and its local pullbacks, kept from it (as `jax.grad` keeps its residuals)."""
+def linearize(program: Sequence[Step], components: Sequence, x: dict, root: Callable | None = None) -> tuple[dict, Callable, list]:
+    """The forward pass, and the pullbacks of its acyclic steps kept from it (as `jax.grad` keeps its
+    residuals); a block's steps are linearised at the solution when pulled back."""
     dtype = _dtype(x)
-    z, pullbacks = dict(x), []
-    for step in program:
-        z[step.name], pullback = jax.vjp(_cast(step.fn, dtype), *_arguments(step, z))
-        pullbacks.append(pullback)
-    return z, lambda k, cotangent: pullbacks[k](cotangent)
+    z, pullbacks, infos = dict(x), {}, []
+    for c in components:
+        if isinstance(c, Block):
+            values, info = root(c, z)
+            z.update(values)
+            infos.append(info)
+        else:
+            step = program[c]
+            z[step.name], pullbacks[c] = jax.vjp(_cast(step.fn, dtype), *_arguments(step, z))
+    at_solution = local_pullback(program, z)
+
+    def pullback(k, cotangent):
+        return pullbacks[k](cotangent.astype(dtype)) if k in pullbacks else at_solution(k, cotangent)
+
+    return z, pullback, infos
+
+
+def block_function(program: Sequence[Step], layout: Layout, block: Block, z: dict) -> Callable:
+    """`F(u)`: the block's constraints on the flat vector u of its variables, every other variable
+    taken from z; its fixed point `u = F(u)` is the block's solution."""
+    dtype = _dtype(z)
+
+    def F(u):
+        values = {**z, **layout.unflatten(u, block.names)}
+        return jnp.concatenate([jnp.ravel(program[k].fn(*_arguments(program[k], values)).astype(dtype)) for k in block.steps])
+
+    return F
 
 
 def local_pullback(program: Sequence[Step], z: dict) -> Callable:
@@ -105,29 +184,53 @@ def local_pushforward(program: Sequence[Step], z: dict) -> Callable:
     return pushforward
 
 
-def back_substitute(program: Sequence[Step], pullback: Callable, c: dict) -> dict:
-    """Solve `D λ = -c` for the multipliers λ (a dict like `c`), constraints in descending order.
+def back_substitute(program: Sequence[Step], components: Sequence, pullback: Callable, c: dict, adjoint: Callable | None = None) -> tuple[dict, list]:
+    """Solve `D λ = -c` for the multipliers λ (a dict like `c`), components in descending order.
 
     Row block j: `-λ_j + Σ_{i reads j} (∂f_i/∂z_j)ᵀ λ_i = -c_j`. Every λ_i on the right belongs to a
-    later constraint, so it is final when constraint i is reached and can be pulled back.
+    later component, so it is final when that component is reached and can be pulled back. A block
+    B first solves its diagonal system, `adjoint(B, r) = (λ_B, info)` with r its accumulated right-
+    hand side, then pulls λ_B back to the variables outside it. Returns λ and the blocks' infos.
     """
-    lam = dict(c)
-    for k in reversed(range(len(program))):
-        step = program[k]
-        for a, contribution in zip(step.args, pullback(k, lam[step.name])):
-            lam[a] = lam[a] + contribution.astype(lam[a].dtype)
-    return lam
+    lam, infos = dict(c), []
+    for component in reversed(components):
+        if isinstance(component, Block):
+            solved, info = adjoint(component, {name: lam[name] for name in component.names})
+            lam.update(solved)
+            infos.append(info)
+            ks, inside = component.steps, set(component.names)
+        else:
+            ks, inside = (component,), ()
+        for k in ks:
+            step = program[k]
+            for a, contribution in zip(step.args, pullback(k, lam[step.name])):
+                if a not in inside:
+                    lam[a] = lam[a] + contribution.astype(lam[a].dtype)
+    return lam, infos[::-1]
 
 
-def forward_substitute(program: Sequence[Step], pushforward: Callable, b: dict) -> dict:
-    """Solve `Dᵀ t = -b` for the tangents t (a dict like `b`), constraints in ascending order.
+def forward_substitute(program: Sequence[Step], components: Sequence, pushforward: Callable, b: dict, tangent: Callable | None = None) -> tuple[dict, list]:
+    """Solve `Dᵀ t = -b` for the tangents t (a dict like `b`), components in ascending order.
 
-    Column block i: `-t_i + Σ_{j in args(i)} (∂f_i/∂z_j) t_j = -b_i`; the t_j are already known.
+    Column block i: `-t_i + Σ_{j in args(i)} (∂f_i/∂z_j) t_j = -b_i`; the t_j of earlier components
+    are known. A block B pushes those forward (its own variables' tangents taken as 0), then solves
+    its diagonal system, `tangent(B, r) = (t_B, info)`. Returns t and the blocks' infos.
     """
-    t = dict(b)
-    for k, step in enumerate(program):
-        t[step.name] = b[step.name] + pushforward(k, _arguments(step, t)).astype(b[step.name].dtype)
-    return t
+    t, infos = dict(b), []
+    for component in components:
+        if isinstance(component, Block):
+            outside = {**t, **{name: jnp.zeros_like(b[name]) for name in component.names}}
+            rhs = {}
+            for k in component.steps:
+                step = program[k]
+                rhs[step.name] = b[step.name] + pushforward(k, _arguments(step, outside)).astype(b[step.name].dtype)
+            solved, info = tangent(component, rhs)
+            t.update(solved)
+            infos.append(info)
+        else:
+            step = program[component]
+            t[step.name] = b[step.name] + pushforward(component, _arguments(step, t)).astype(b[step.name].dtype)
+    return t, infos
 
 
 def apply(program: Sequence[Step], pullback: Callable, lam: dict) -> dict:

@@ -47,9 +47,9 @@ class Computation:
     `StructuredComputation` (see `lagjax._structured`): the same methods, with dicts by name.
     """
 
-    def __new__(cls, f=None, inputs=None, constraints=None, df=None):
-        if cls is Computation and isinstance(constraints, Constraints) and constraints.structured:
-            from lagjax._structured import StructuredComputation  # a structured program: dicts in and out
+    def __new__(cls, f=None, inputs=None, constraints=None, df=None, **options):
+        if cls is Computation and isinstance(constraints, Constraints) and (constraints.structured or constraints.cyclic):
+            from lagjax._structured import StructuredComputation  # array variables or cycles: the block engine
 
             return super().__new__(StructuredComputation)
         return super().__new__(cls)

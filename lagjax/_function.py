@@ -98,42 +98,55 @@ def with_gradient(f: Callable, df: Callable) -> Callable:
     return objective
 
 
-def implicit_structured_solution(program, layout) -> Callable[[dict, dict], dict]:
-    """`z*(tables, x)` of a structured program, dicts by name, differentiated as `implicit_solution`.
+def implicit_structured_solution(comp) -> Callable[[dict, dict], dict]:
+    """`z*(tables, x)` of a structured or cyclic program, dicts by name, differentiated as `implicit_solution`.
 
     The same derivation with the block sweeps of `_block_substitution`: `solve` is the forward
     substitution through `jax.jvp` of each constraint, `transpose_solve` the back-substitution
-    through `jax.vjp`, `matvec` is `-Dᵀ t`. `tables` is empty, kept for one calling convention.
+    through `jax.vjp`, with a linear solve on each cyclic block's diagonal block (`_cyclic`);
+    `matvec` is `-Dᵀ t`. `tables` is empty, kept for one calling convention. A failed block gives
+    NaN (and, with `checked=True`, a runtime error), never a silently wrong value.
     """
-    inputs = set(layout.input_names)
+    program, components, layout = comp.program, comp.components, comp.layout
+    d = comp.d
 
     @jax.custom_jvp
     def solution(tables, x):
-        return blocks.solve(program, x)
+        z, infos = blocks.solve(program, components, x, comp._root)
+        comp._check({"forward": infos})
+        return z
 
     @solution.defjvp
     def solution_jvp(primals, tangents):
         (tables, x), (_, dx) = primals, tangents
         z = solution(tables, x)
         push, pull = blocks.local_pushforward(program, z), blocks.local_pullback(program, z)
+        tangent, adjoint = comp._tangent(z), comp._adjoint(z)
 
         def matvec(t):
             return jax.tree.map(jnp.negative, blocks.apply_transposed(program, push, t))
 
         def solve(_, b):  # A t = b  <=>  Dᵀ t = -b
-            return blocks.forward_substitute(program, push, b)
+            t, infos = blocks.forward_substitute(program, components, push, b, tangent)
+            comp._check({"tangents": infos})
+            return t
 
         def transpose_solve(_, c):  # Aᵀ λ = c  <=>  D λ = -c
-            return blocks.back_substitute(program, pull, c)
+            lam, infos = blocks.back_substitute(program, components, pull, c, adjoint)
+            comp._check({"multipliers": infos})
+            return lam
 
         # b = [dx; 0], built as one vector so that every part of it is linear in dx (JAX's transpose
         # of custom_linear_solve needs that of each leaf of b).
         dtype = blocks._dtype(z)
-        rest = layout.size - int(layout.offsets[len(inputs)])
+        rest = layout.size - int(layout.offsets[d])
         seed = layout.unflatten(jnp.concatenate([layout.flatten(dx, layout.input_names).astype(dtype), jnp.zeros(rest, dtype)]))
         return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
 
-    return solution
+    if comp.dicts:
+        return solution
+    # a cyclic scalar program: vectors, as the scalar engine's
+    return lambda tables, x: layout.flatten(solution(tables, layout.unflatten(x, layout.input_names)))
 
 
 class Packing:
@@ -222,9 +235,10 @@ def make(comp, output: str, as_dict: bool | None) -> Callable:
         raise ValueError(f"`output` must be 'f' (the objective f(z*(x))) or 'z' (the solved variables z*(x)); got {output!r}.")
     if as_dict not in (None, True, False):
         raise TypeError(f"`as_dict` must be None, True or False; got {as_dict!r}.")
-    structured = hasattr(comp, "layout")
-    if structured:
-        packing, solution = StructuredPacking(comp), implicit_structured_solution(comp.program, comp.layout)
+    structured = getattr(comp, "dicts", False)
+    if hasattr(comp, "layout"):
+        packing = StructuredPacking(comp) if structured else Packing(comp)
+        solution = implicit_structured_solution(comp)
     else:
         packing, solution = Packing(comp), implicit_solution(comp.schedule)
     if comp._df_given:

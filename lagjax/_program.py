@@ -5,6 +5,11 @@ variable per constraint, in the order the constraints are added. A constraint ma
 variables defined before it, so this numbering is a topological order and the constraint Jacobian
 is upper triangular in it.
 
+A constraint may also read a variable defined later, or itself: a *cyclic* program (a fixed point,
+a value function, an equilibrium). Its forward references are resolved when the program is
+finalised (`resolved`, called by `Computation`): a name still undefined then is an error. Such a
+program is solved block by block, over its strongly connected components (`_components.py`).
+
 Two kinds of variable, which mix in one program:
 - scalars, as in the original code: `Constraints(["x", "y"])`, `add_constraint(lhs, f, rhs)` with
   `f` a function of the vector of its k scalar arguments;
@@ -94,6 +99,9 @@ class Constraints:
         self._lifted: set[tuple] = set()  # (template key, arity): code that runs on traced data
         self._unliftable: set[tuple] = set()  # (template key, arity): code that needs Python values
         self._seen: dict[tuple, tuple[int, tuple]] = {}  # (id(f), id(df), k) -> (group, data); records keep f, df alive
+        self._pending: dict[Hashable, list[int]] = {}  # a name read before its definition -> the constraints reading it
+        self._deferred: list[int] = []  # array constraints whose shape waits for their arguments' (forward references)
+        self.init: dict[Hashable, Any] = {}  # initial guesses of variables on cycles, by name
 
     # --- names <-> indices -------------------------------------------------------------
     @property
@@ -158,6 +166,8 @@ class Constraints:
         f: Callable,
         rhs: Sequence[Hashable],
         df: Callable | None = None,
+        *,
+        init: Any = None,
     ) -> Constraint:
         """Define the new variable `lhs = f(values of rhs)`.
 
@@ -166,17 +176,19 @@ class Constraints:
           f: a JAX-traceable function of the 1-D vector of argument values (shape `(k,)`,
             `k = len(rhs)`), returning a scalar (shape `()` or `(1,)`). `jnp.sum`, `jnp.exp`,
             `jnp.tanh` work as they are.
-          rhs: names of the arguments, each defined earlier (an input or an earlier `lhs`);
-            a name may repeat.
+          rhs: names of the arguments (inputs or `lhs` of constraints); a name may repeat. A name
+            defined later, or `lhs` itself, makes the program cyclic (see the module docstring).
           df: optional gradient of `f`: `(k,) -> (k,)`. Omitted, `jax.grad(f)` is used.
+          init: optional initial guess of `lhs` for the root finder, if `lhs` lies on a cycle
+            (default 0).
 
         Returns:
           The `Constraint` record.
 
         Raises:
           ValueError / TypeError naming `lhs` when the constraint is malformed: `lhs` already
-          defined or an input, a name of `rhs` not yet defined or equal to `lhs`, an empty `rhs`,
-          or `f` / `df` returning the wrong shape.
+          defined or an input, an unhashable name in `rhs`, an empty `rhs`, or `f` / `df`
+          returning the wrong shape.
         """
         index = self._index
         try:
@@ -196,13 +208,15 @@ class Constraints:
         try:
             args = tuple(map(index.__getitem__, rhs))
         except (KeyError, TypeError):
-            self._undefined(lhs, rhs)
+            args = self._forward_references(lhs, rhs)
         if self.structured:
             self._check_scalar_arguments(lhs, rhs, args)
+        if init is not None:
+            self.init[lhs] = init
         seen = self._seen.get((id(f), id(df), k))  # the same functions again: group and data known
         group, data = self._group(f, df, k, lhs) if seen is None else seen
         level = self._level
-        level.append(1 + max(map(level.__getitem__, args)))
+        level.append(1 + max(level[a] if 0 <= a < len(level) else 0 for a in args))
         i = index[lhs] = len(self._names)
         self._names.append(lhs)
         self._shapes.append(())
@@ -210,16 +224,23 @@ class Constraints:
         self._constraints.append(constraint)
         return constraint
 
-    def add(self, lhs: str, f: Callable, rhs: Sequence[str], *, shape: Sequence[int] | None = None) -> Constraint:
+    def add(
+        self, lhs: str, f: Callable, rhs: Sequence[str], *, shape: Sequence[int] | None = None, init: Any = None
+    ) -> Constraint:
         """Define the new array variable `lhs = f(*values of rhs)`; the program becomes structured.
 
         Args:
           lhs: name of the variable this constraint defines (a string); new, not an input.
           f: a JAX-traceable function taking the k argument values positionally, in the order of
             `rhs` (`lambda W, x: jnp.tanh(W @ x)`), and returning one float array, of any shape.
-          rhs: names of the arguments, each defined earlier; a name may repeat.
+          rhs: names of the arguments; a name may repeat. A name defined later, or `lhs` itself,
+            makes the program cyclic (see the module docstring).
           shape: optional, the shape `lhs` must have; a mismatch is an error. The shape is
-            inferred by `jax.eval_shape` of `f` on its arguments' shapes, at this call.
+            inferred by `jax.eval_shape` of `f` on its arguments' shapes, at this call, or, where
+            an argument is not defined yet, when the program is finalised; a cycle needs `shape`
+            on at least one of its variables.
+          init: optional initial guess of `lhs` (an array of its shape) for the root finder, if
+            `lhs` lies on a cycle (default zeros).
 
         Returns:
           The `Constraint` record (`positional=True`).
@@ -240,26 +261,112 @@ class Constraints:
         try:
             args = tuple(map(self._index.__getitem__, rhs))
         except (KeyError, TypeError):
-            self._undefined(lhs, rhs)
-        arg_shapes = {name: self._shapes[a] for name, a in zip(rhs, args)}
-        out_shape = _signature.check_positional(f, [self._shapes[a] for a in args], list(rhs), f"constraint {lhs!r}")
-        if shape is not None and tuple(shape) != out_shape:
-            raise ValueError(
-                f"`f` of constraint {lhs!r} returns shape {out_shape} for arguments of shapes {arg_shapes}, "
-                f"but `shape={tuple(shape)}` was asked for."
-            )
+            args = self._forward_references(lhs, rhs)
+        shape = None if shape is None else _declared_shape(lhs, shape)
+        known = all(0 <= a < len(self._shapes) and self._shapes[a] is not None for a in args)
+        if known:
+            out_shape = self._infer_shape(lhs, f, rhs, args, shape)
+        else:  # waits for its arguments (`resolved`)
+            self._deferred.append(len(self._constraints))
+            out_shape = shape
         self.structured = True
-        self._level.append(1 + max(self._level[a] for a in args))
+        self._level.append(1 + max(self._level[a] if 0 <= a < len(self._level) else 0 for a in args))
         i = self._define(lhs)
         self._shapes.append(out_shape)
+        if init is not None:
+            self.init[lhs] = init
         constraint = Constraint(lhs, i, f, args, tuple(rhs), None, -1, (), True)
         self._constraints.append(constraint)
         return constraint
 
+    def _infer_shape(self, lhs, f, rhs, args, shape) -> tuple[int, ...]:
+        arg_shapes = {name: self._shapes[a] for name, a in zip(rhs, args)}
+        out_shape = _signature.check_positional(f, [self._shapes[a] for a in args], list(rhs), f"constraint {lhs!r}")
+        if shape is not None and shape != out_shape:
+            raise ValueError(
+                f"`f` of constraint {lhs!r} returns shape {out_shape} for arguments of shapes {arg_shapes}, "
+                f"but `shape={shape}` was asked for."
+            )
+        return out_shape
+
+    # --- forward references: cyclic programs ---------------------------------------------
+    @property
+    def cyclic(self) -> bool:
+        """Whether some constraint reads itself or a variable defined after it: the program may have
+        cycles, and runs block by block over its strongly connected components (see `resolved`)."""
+        return bool(self._pending)
+
+    def _forward_references(self, lhs: Hashable, rhs: Sequence[Hashable]) -> tuple[int, ...]:
+        """The argument indices, `-1` for a name not defined yet (resolved later), `lhs`'s own for itself."""
+        position, i = len(self._constraints), len(self._names)
+        args = []
+        for name in rhs:
+            if not _is_hashable(name):
+                raise TypeError(f"A variable name must be hashable (a string, say); {lhs!r} reads {name!r}.")
+            if name == lhs:
+                args.append(i)
+                self._pending.setdefault(name, []).append(position)
+            elif name in self._index:
+                args.append(self._index[name])
+            else:
+                args.append(-1)
+                self._pending.setdefault(name, []).append(position)
+        return tuple(args)
+
+    def resolved(self) -> tuple[Constraint, ...]:
+        """The constraints with every forward reference resolved and every shape known.
+
+        Raises ValueError naming the variables: a name never defined, a cycle of array constraints
+        none of whose shapes is given, a scalar constraint reading an array.
+        """
+        if not self._pending:
+            return tuple(self._constraints)
+        undefined = {name: users for name, users in self._pending.items() if name not in self._index}
+        if undefined:
+            lines = [
+                f"{name!r} (read by {', '.join(repr(self._constraints[c].name) for c in users)})"
+                for name, users in undefined.items()
+            ]
+            raise ValueError(
+                f"Variables read but never defined: {'; '.join(lines)}. Define each by a constraint "
+                f"(or declare it as an input) before building the Computation."
+            )
+        for users in self._pending.values():
+            for c in set(users):
+                record = self._constraints[c]
+                args = tuple(self._index[name] for name in record.arg_names)
+                self._constraints[c] = record._replace(args=args)
+                if self.structured and not record.positional:
+                    self._check_scalar_arguments(record.name, record.arg_names, args)
+        self._infer_deferred_shapes()
+        return tuple(self._constraints)
+
+    def _infer_deferred_shapes(self) -> None:
+        """Shapes of array constraints that read later variables, in dependency order."""
+        waiting = list(self._deferred)
+        given = {c: self._shapes[self._constraints[c].i] for c in waiting}  # `shape=`, or None
+        inferred: set[int] = set()
+        while len(inferred) < len(waiting):
+            progress = False
+            for c in waiting:
+                record = self._constraints[c]
+                if c in inferred or any(self._shapes[a] is None for a in record.args):
+                    continue
+                self._shapes[record.i] = self._infer_shape(record.name, record.f, record.arg_names, record.args, given[c])
+                inferred.add(c)
+                progress = True
+            if not progress:
+                names = [self._constraints[c].name for c in waiting if c not in inferred]
+                raise ValueError(
+                    f"The shapes of {names} cannot be inferred: they read each other in a cycle. "
+                    f"Give `shape=` to at least one of them in `add`."
+                )
+        self._deferred = []
+
     def _check_scalar_arguments(self, lhs: Hashable, rhs: Sequence[Hashable], args: tuple[int, ...]):
         _check_string(lhs, "left-hand side")
         for name, a in zip(rhs, args):
-            if self._shapes[a] != ():
+            if 0 <= a < len(self._shapes) and self._shapes[a] not in ((), None):
                 raise ValueError(
                     f"`add_constraint` defines {lhs!r} from scalar variables, but {name!r} has shape "
                     f"{self._shapes[a]}; for array arguments use `add({lhs!r}, f, rhs)`, whose `f` takes "
@@ -278,20 +385,6 @@ class Constraints:
             f"{lhs!r} is already defined by the constraint `{earlier}`; each variable is defined "
             f"once. Give this constraint a new name."
         )
-
-    def _undefined(self, lhs: Hashable, rhs: Sequence[Hashable]):
-        for name in rhs:
-            if name == lhs:
-                raise ValueError(
-                    f"{lhs!r} appears in its own right-hand side; a variable cannot depend on itself "
-                    f"(cyclic programs are not supported yet)."
-                )
-            if not _is_hashable(name) or name not in self._index:
-                raise ValueError(
-                    f"{name!r} is used in the right-hand side of {lhs!r} before it is defined. Define "
-                    f"{name!r} first (an input or an earlier constraint); programs must be acyclic, "
-                    f"each variable defined before it is used (cyclic programs are not supported yet)."
-                )
 
     def _split(self, f: Callable, k: int, shapes: tuple[tuple, ...]) -> _grouping.Split:
         """`f` split into template and data (`lagjax._grouping`); by value where it cannot be lifted."""
@@ -350,6 +443,13 @@ def _check_string(name: Any, role: str) -> None:
             f"Variables of a structured program (dict inputs, array constraints) are named by strings, "
             f"as the keys of the dicts its Computation returns; the {role} is {name!r}."
         )
+
+
+def _declared_shape(lhs: str, shape: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"`shape` of {lhs!r} must be a tuple of sizes, got {shape!r}.") from None
 
 
 def _input_shape(name: str, spec: Any) -> tuple[int, ...]:

@@ -66,6 +66,8 @@ def reference_solve(comp: Computation) -> Callable:
     one per primitive), or plain eager code where a program has too many distinct functions to
     compile each. Structured programs: dicts by name, `z[name] = f(*z[args])`, eagerly.
     """
+    if _cyclic(comp):
+        return functools.partial(_plain_cyclic_solve, comp)
     if _structured(comp):
         return functools.partial(_plain_structured_solve, comp.constraints)
     steps = _STEPS.get(comp)
@@ -105,6 +107,34 @@ def _plain_structured_solve(constraints, x: dict) -> dict:
     return z
 
 
+# Newton steps of the plain cyclic solve: quadratic convergence from a start in the basin; its
+# derivative (by jax.grad through the unrolled steps) converges with it.
+NEWTON_STEPS = 30
+
+
+def _plain_cyclic_solve(comp, x):
+    """A cyclic program's variables by Newton's method on all its constraints at once, unrolled.
+
+    The residual `r(u) = [f_i(z[args(i)]) - z_i]` over every constraint's variable (u, flat),
+    `NEWTON_STEPS` dense Newton steps `u <- u - (∂r/∂u)⁻¹ r(u)` from the initial guesses (or 0);
+    written without lagjax's components or solvers, and differentiable by `jax.grad` through the
+    steps. Vectors in and out for a scalar program, dicts for a structured one.
+    """
+    layout, names = comp.layout, comp.names[comp.d :]
+    x = x if comp.dicts else layout.unflatten(jnp.asarray(x), comp.input_names)
+    dtype = jnp.result_type(*x.values())
+
+    def residual(u):
+        z = {**x, **layout.unflatten(u, names)}
+        return jnp.concatenate([jnp.ravel(_plain_value(c, [z[a] for a in c.arg_names]).astype(dtype) - z[c.name]) for c in comp.constraints])
+
+    u = jnp.concatenate([jnp.ravel(jnp.asarray(comp._init.get(n, np.zeros(comp.shapes[n])), dtype)) for n in names])
+    for _ in range(NEWTON_STEPS):
+        u = u - jnp.linalg.solve(jax.jacfwd(residual)(u), residual(u))
+    z = {**x, **layout.unflatten(u, names)}
+    return z if comp.dicts else layout.flatten(z)
+
+
 def reference_forward(comp: Computation) -> Callable:
     """`x -> f(z(x))` through `reference_solve`."""
     solve = reference_solve(comp)
@@ -112,7 +142,12 @@ def reference_forward(comp: Computation) -> Callable:
 
 
 def _structured(comp: Computation) -> bool:
-    return hasattr(comp, "layout")
+    """Whether the program takes and returns dicts (else vectors, as the scalar engine)."""
+    return getattr(comp, "dicts", False)
+
+
+def _cyclic(comp: Computation) -> bool:
+    return bool(getattr(comp, "blocks", ()))
 
 
 class _Flat:
@@ -237,7 +272,7 @@ def oracle_errors(comp: Computation, x, *, z=None, l=None, seed: int = 0) -> dic
     dx, dz, dl = at[:w], at[w : w + N], at[w + N :]
     grad_f, lam = theirs["grad_f"], ours["lam"]
     scale = max(np.max(np.abs(grad_f), initial=0), np.max(np.abs(lam), initial=0), 1e-300)
-    return {
+    errors = {
         "multipliers_vs_grad": relative_error(lam[:w], grad_plain),
         "tangents_vs_jacfwd": relative_error(ours["dz_dx"], dz_dx_plain),
         "dconstraints_vs_jacrev": relative_error(D, theirs["D"]),
@@ -256,6 +291,9 @@ def oracle_errors(comp: Computation, x, *, z=None, l=None, seed: int = 0) -> dic
             np.max(np.abs(dl), initial=0) / max(np.max(np.abs(np.asarray(z_star)), initial=0), 1.0),
         ),
     }
+    if _cyclic(comp):  # D is block triangular, not triangular: the dense solve stands
+        del errors["multipliers_vs_triangular"]
+    return errors
 
 
 def _plain_derivatives(comp: Computation, F: _Flat, xf: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -269,7 +307,7 @@ def _plain_derivatives(comp: Computation, F: _Flat, xf: jax.Array) -> tuple[jax.
     def derivatives(v):
         return F.x(jax.grad(forward)(F.xs(v))), jax.jacfwd(lambda u: F.z(solve(F.xs(u))))(v)
 
-    return (jax.jit(derivatives) if _structured(comp) else derivatives)(xf)
+    return (jax.jit(derivatives) if _structured(comp) or _cyclic(comp) else derivatives)(xf)
 
 
 def _concatenate(F: _Flat, gradient) -> jax.Array:

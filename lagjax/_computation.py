@@ -36,6 +36,7 @@ class Computation:
       constraints: the `Constraints` of the program. They are read once, here: constraints added
         afterwards are not part of this Computation.
       df: optional gradient of `f`, `(n,) -> (n,)`; omitted, `jax.grad(f)` is used.
+      solver, checked: options of cyclic programs (see `StructuredComputation`).
 
     Attributes: `d`, `n`, `inputs`, `names` (variable names in index order), `constraints` (a tuple
     of `Constraint`), `f`, `df` (always callable).
@@ -60,8 +61,11 @@ class Computation:
         inputs: Sequence[int],
         constraints: Constraints,
         df: Callable | None = None,
+        *,
+        solver=None,
+        checked: bool = False,
     ):
-        check_arguments(f, inputs, constraints)
+        check_arguments(f, inputs, constraints)  # `solver`, `checked`: for cyclic blocks; this program has none
         self.d = constraints.d
         self.n = constraints.n
         self.inputs = list(constraints.inputs)

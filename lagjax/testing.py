@@ -117,8 +117,8 @@ def _plain_cyclic_solve(comp, x):
 
     The residual `r(u) = [f_i(z[args(i)]) - z_i]` over every constraint's variable (u, flat),
     `NEWTON_STEPS` dense Newton steps `u <- u - (∂r/∂u)⁻¹ r(u)` from the initial guesses (or 0);
-    written without lagjax's components or solvers, and differentiable by `jax.grad` through the
-    steps. Vectors in and out for a scalar program, dicts for a structured one.
+    written without lagjax's components or solvers, and differentiable by `jax.grad` / `jax.jacfwd`
+    through the steps (unrolled by reverse mode: memory grows with the steps). Vectors in and out for a scalar program, dicts for a structured one.
     """
     layout, names = comp.layout, comp.names[comp.d :]
     x = x if comp.dicts else layout.unflatten(jnp.asarray(x), comp.input_names)
@@ -129,8 +129,10 @@ def _plain_cyclic_solve(comp, x):
         return jnp.concatenate([jnp.ravel(_plain_value(c, [z[a] for a in c.arg_names]).astype(dtype) - z[c.name]) for c in comp.constraints])
 
     u = jnp.concatenate([jnp.ravel(jnp.asarray(comp._init.get(n, np.zeros(comp.shapes[n])), dtype)) for n in names])
-    for _ in range(NEWTON_STEPS):
-        u = u - jnp.linalg.solve(jax.jacfwd(residual)(u), residual(u))
+    def newton(_, u):
+        return u - jnp.linalg.solve(jax.jacfwd(residual)(u), residual(u))
+
+    u = jax.lax.fori_loop(0, NEWTON_STEPS, newton, u)  # a fixed trip count: a scan, differentiable both ways
     z = {**x, **layout.unflatten(u, names)}
     return z if comp.dicts else layout.flatten(z)
 

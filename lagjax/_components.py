@@ -135,7 +135,8 @@ def _check_csr(num_nodes, indptr, indices) -> tuple[np.ndarray, np.ndarray]:
     if indptr[0] != 0 or np.any(np.diff(indptr) < 0):
         raise ValueError("`indptr` must start at 0 and be non-decreasing (CSR row pointers).")
     if indptr[-1] != indices.size:
-        raise ValueError(f"`indptr[-1]` must equal the number of edges `len(indices)` = {indices.size}, got {indptr[-1]}.")
+        raise ValueError(f"`indptr[-1]` must equal len(indices) = {indices.size} (the edges), got {indptr[-1]}.")
     if indices.size and (indices.min() < 0 or indices.max() >= num_nodes):
-        raise ValueError(f"`indices` must lie in [0, num_nodes) = [0, {num_nodes}), got values in [{indices.min()}, {indices.max()}].")
+        low, high = indices.min(), indices.max()
+        raise ValueError(f"`indices` must lie in [0, num_nodes) = [0, {num_nodes}), got values in [{low}, {high}].")
     return indptr.astype(np.int64, copy=False), indices.astype(np.int64, copy=False)

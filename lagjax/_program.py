@@ -205,18 +205,19 @@ class Constraints:
                 f"The right-hand side of {lhs!r} is empty; a constraint reads at least one variable. "
                 f"For a constant, fold it into the functions that use it."
             )
+        level = self._level
         try:
             args = tuple(map(index.__getitem__, rhs))
+            depth = 1 + max(map(level.__getitem__, args))
         except (KeyError, TypeError):
-            args = self._forward_references(lhs, rhs)
+            args, depth = self._forward_references(lhs, rhs), 0  # levels only matter without cycles
         if self.structured:
             self._check_scalar_arguments(lhs, rhs, args)
         if init is not None:
             self.init[lhs] = init
         seen = self._seen.get((id(f), id(df), k))  # the same functions again: group and data known
         group, data = self._group(f, df, k, lhs) if seen is None else seen
-        level = self._level
-        level.append(1 + max(level[a] if 0 <= a < len(level) else 0 for a in args))
+        level.append(depth)
         i = index[lhs] = len(self._names)
         self._names.append(lhs)
         self._shapes.append(())

@@ -1,0 +1,253 @@
+"""The cyclic-block solvers against independent answers: plain fixed-point iteration, NumPy dense solves.
+
+Every scenario is one member of a single family of blocks, so that one compiled function per solver and
+dtype covers them all (each new compile costs seconds here):
+
+    F(u) = a ⊙ tanh(A u + x) + B u + e + h ⊙ exp(u)
+
+- "tanh": the equilibrium layer z = tanh(A z + x), ‖A‖₂ = 0.9 (a contraction);
+- "mdp": a value function F(u) = e + γ P u, γ = 0.99, P row-stochastic (I − J well-posed but ill-conditioned);
+- "swap": F(u) = P u with P swapping neighbours, u₀ = u₁: I − J is singular;
+- "exp": F(u) = u + 10²⁰ exp(u), no fixed point while I − J = −10²⁰ diag(exp u) stays regular: Newton walks
+  u → −∞ one unit per step and runs out of steps before the residual falls below the tolerance;
+- "shift": F(u) = u + 1, no fixed point and I − J = 0;
+- "nan": x = NaN.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.linalg import lu_factor
+
+from lagjax import _cyclic
+from lagjax._cyclic import NONFINITE, NOT_CONVERGED, SINGULAR, SUCCESS, Solver
+
+M = 12
+SCENARIOS = ["tanh", "mdp", "swap", "exp", "shift", "nan"]
+DENSE = Solver()
+# matrix-free for m = 12, with restarts every 5 Krylov iterations: several GMRES cycles per solve
+MATRIX_FREE = Solver(dense_max=4, krylov_restart=5)
+SOLVERS = {"dense": DENSE, "matrix-free": MATRIX_FREE}
+
+
+def F(p, u):
+    return p["a"] * jnp.tanh(p["A"] @ u + p["x"]) + p["B"] @ u + p["e"] + p["h"] * jnp.exp(u)
+
+
+def scenario(name, rng):
+    """Parameters of F as float64 NumPy arrays, and right-hand sides c, b for the linear solves."""
+    zero, zeros, eye = np.zeros((M, M)), np.zeros(M), np.eye(M)
+    p = dict(A=zero, B=zero, a=zeros, x=zeros, e=zeros, h=zeros)
+    if name in ("tanh", "nan"):
+        A = rng.normal(size=(M, M))
+        p.update(A=0.9 * A / np.linalg.norm(A, 2), a=np.ones(M), x=rng.normal(size=M))
+        if name == "nan":
+            p["x"] = np.full(M, np.nan)
+    elif name == "mdp":
+        P = rng.random((M, M)) * (rng.random((M, M)) < 0.4) + np.eye(M, k=1) + np.eye(M, k=1 - M)
+        p.update(B=0.99 * P / P.sum(1, keepdims=True), e=rng.random(M))
+    elif name == "swap":
+        p.update(B=np.kron(np.eye(M // 2), [[0.0, 1.0], [1.0, 0.0]]))
+    elif name == "exp":
+        p.update(B=eye, h=np.full(M, 1e20))
+    elif name == "shift":
+        p.update(B=eye, e=np.ones(M))
+    c, b = rng.normal(size=M), rng.normal(size=M)
+    return p, c, (np.zeros(M) if name == "mdp" else b)  # mdp: a zero right-hand side, solved exactly
+
+
+@functools.lru_cache(maxsize=None)
+def batch():
+    """All scenarios stacked on a leading axis (float64 NumPy)."""
+    rng = np.random.default_rng(0)
+    ps, cs, bs = zip(*(scenario(name, rng) for name in SCENARIOS))
+    stacked = {k: np.stack([p[k] for p in ps]) for k in ps[0]}
+    return stacked, np.stack(cs), np.stack(bs)
+
+
+TRACES = {"count": 0}
+
+
+def solve_block(p, c, b, solver):
+    """find_root from u0 = 0, then both linear solves at the root found."""
+    TRACES["count"] += 1
+    f = functools.partial(F, p)
+    u, root = _cyclic.find_root(f, jnp.zeros_like(c), solver)
+    w, adjoint = _cyclic.solve_adjoint(f, u, c, solver)
+    t, tangent = _cyclic.solve_tangent(f, u, b, solver)
+    return u, w, t, root, adjoint, tangent
+
+
+solve_one = jax.jit(solve_block, static_argnums=3)
+solve_batch = jax.jit(jax.vmap(solve_block, in_axes=(0, 0, 0, None)), static_argnums=3)
+
+
+def as_numpy(tree):
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+# float32 on the dense path runs all scenarios batched through jax.vmap: one compile covers vmap too,
+# and its answers face the same independent oracles as the unbatched runs.
+BATCHED = {("dense", jnp.float32)}
+
+
+@functools.lru_cache(maxsize=None)
+def results(solver_name, dtype):
+    """Each scenario solved in `dtype`, as NumPy: dict name -> (u, w, t, root, adjoint, tangent)."""
+    cast = lambda tree: jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), tree)
+    solver = SOLVERS[solver_name]
+    if (solver_name, dtype) in BATCHED:
+        out = as_numpy(solve_batch(*cast(batch()), solver))
+        return {name: jax.tree_util.tree_map(lambda v: v[k], out) for k, name in enumerate(SCENARIOS)}
+    return {name: as_numpy(solve_one(*cast(params(name)), solver)) for name in SCENARIOS}
+
+
+def params(name):
+    p, c, b = batch()
+    k = SCENARIOS.index(name)
+    return {key: v[k] for key, v in p.items()}, c[k], b[k]
+
+
+def numpy_F(p, u):
+    return p["a"] * np.tanh(p["A"] @ u + p["x"]) + p["B"] @ u + p["e"] + p["h"] * np.exp(u)
+
+
+def numpy_I_minus_J(p, u):
+    """I − ∂F/∂u at u, by hand (float64 NumPy)."""
+    sech2 = 1 - np.tanh(p["A"] @ u + p["x"]) ** 2
+    return np.eye(M) - ((p["a"] * sech2)[:, None] * p["A"] + p["B"] + np.diag(p["h"] * np.exp(u)))
+
+
+DTYPES = [pytest.param(jnp.float64, id="f64"), pytest.param(jnp.float32, id="f32")]
+SOLVER_NAMES = pytest.mark.parametrize("solver_name", list(SOLVERS))
+
+
+def tolerance(dtype):
+    return 1e-9 if dtype == jnp.float64 else 2e-4
+
+
+@SOLVER_NAMES
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["tanh", "mdp"])
+def test_solutions_against_independent_answers(name, dtype, solver_name):
+    u, w, t, root, adjoint, tangent = results(solver_name, dtype)[name]
+    p, c, b = params(name)
+    assert u.dtype == w.dtype == t.dtype == dtype
+    for info in (root, adjoint, tangent):
+        assert int(info.status) == SUCCESS, _cyclic.message(info.status)
+    # the root: against a long plain fixed-point iteration (tanh, a contraction) or the closed form (mdp)
+    if name == "tanh":
+        z = np.zeros(M)
+        for _ in range(2000):
+            z = numpy_F(p, z)
+    else:
+        z = np.linalg.solve(np.eye(M) - p["B"], p["e"])
+    scale = np.max(np.abs(z))
+    np.testing.assert_allclose(u, z, atol=tolerance(dtype) * scale * (100 if name == "mdp" else 1))
+    rtol, atol = _cyclic.tolerances(SOLVERS[solver_name], dtype)
+    assert root.residual <= atol + rtol * np.max(np.abs(u))
+    np.testing.assert_allclose(root.residual, np.max(np.abs(numpy_F(p, z) - z)), atol=atol + rtol * scale)
+    # the linear solves: against NumPy's dense solve of I − J at the float64 root
+    A = numpy_I_minus_J(p, z)
+    cond = np.linalg.cond(A, 1)
+    for x, expected in ((w, np.linalg.solve(A.T, c)), (t, np.linalg.solve(A, b))):
+        np.testing.assert_allclose(x, expected, atol=tolerance(dtype) * cond * np.max(np.abs(expected)))
+    assert adjoint.residual <= rtol * np.max(np.abs(c)) * (1 if solver_name == "matrix-free" else cond)
+
+
+@SOLVER_NAMES
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_failures_are_reported(dtype, solver_name):
+    r = results(solver_name, dtype)
+    status = {name: tuple(int(info.status) for info in r[name][3:]) for name in SCENARIOS}
+    # swap: u = 0 is a root, but not determined by the block. Dense: detected at the root; matrix-free:
+    # the root finder cannot tell (no conditioning estimate), the linear solves that follow do.
+    assert status["swap"] == ((SINGULAR if solver_name == "dense" else SUCCESS), SINGULAR, SINGULAR)
+    assert status["exp"][0] == NOT_CONVERGED
+    assert int(r["exp"][3].steps) == SOLVERS[solver_name].max_steps
+    assert float(r["exp"][3].residual) > 0
+    assert status["shift"][0] == SINGULAR
+    np.testing.assert_allclose(r["shift"][3].residual, 1.0)
+    assert status["nan"] == (NONFINITE, NONFINITE, NONFINITE)
+
+
+def test_no_retracing_and_vmap_matches_unbatched():
+    one = results("dense", jnp.float64)  # six scenarios, one compile (same shapes)
+    before = TRACES["count"]
+    p, c, b = params("tanh")
+    again = as_numpy(solve_one(p, 0.5 * c, b, DENSE))
+    assert TRACES["count"] == before, "a call with the same shapes and solver must not retrace"
+    np.testing.assert_allclose(again[1], 0.5 * one["tanh"][1], rtol=1e-10)
+    # the batched float32 run against the unbatched float64 one, scenario by scenario, statuses included
+    batched = results("dense", jnp.float32)
+    for name in SCENARIOS:
+        assert [int(i.status) for i in batched[name][3:]] == [int(i.status) for i in one[name][3:]], name
+
+
+def test_zero_right_hand_side_is_solved_exactly():
+    for solver_name in SOLVERS:
+        t, tangent = results(solver_name, jnp.float64)["mdp"][2::3]
+        assert int(tangent.status) == SUCCESS and float(tangent.residual) == 0.0 and not np.any(t)
+
+
+def test_condition_estimate_against_numpy(rng):
+    # Hager's estimate of ‖A⁻¹‖₁ is a lower bound: the reciprocal condition is over-, never underestimated
+    U, _, Vt = np.linalg.svd(rng.normal(size=(7, M, M)))
+    singular_values = np.stack([np.linspace(1, s, M) for s in np.logspace(0, -12, 7)])
+    A = np.concatenate([np.einsum("bij,bj,bjk->bik", U, singular_values, Vt), np.ones((1, M, M))])
+    estimate = jax.jit(jax.vmap(lambda A: _cyclic._reciprocal_condition(lu_factor(A), _cyclic._norm1(A))))(A)
+    exact = 1 / np.linalg.cond(A[:-1], 1)
+    assert np.all(estimate[:-1] >= exact * (1 - 1e-6)) and np.all(estimate[:-1] <= 3 * exact), (estimate, exact)
+    assert estimate[-1] < M * np.finfo(np.float64).eps, "a matrix of ones is singular"
+
+
+def test_messages():
+    for status in _cyclic.Status:
+        assert _cyclic.message(np.int32(status)) == _cyclic.MESSAGES[status] and _cyclic.message(status)
+    assert "max_steps" in _cyclic.message(NOT_CONVERGED)
+    with pytest.raises(ValueError, match="status"):
+        _cyclic.message(7)
+
+
+def test_default_tolerances():
+    assert _cyclic.tolerances(Solver(), jnp.float64) == (1e-10, 1e-10)
+    assert _cyclic.tolerances(Solver(), jnp.float32) == (1e-5, 1e-5)
+    assert _cyclic.tolerances(Solver(rtol=1e-6, atol=0.0), jnp.float64) == (1e-6, 0.0)
+
+
+@pytest.mark.parametrize(
+    "solver, error, field",
+    [
+        (Solver(rtol=-1.0), ValueError, "rtol"),
+        (Solver(rtol=2.0), ValueError, "rtol"),
+        (Solver(atol=float("nan")), ValueError, "atol"),
+        (Solver(max_steps=-1), ValueError, "max_steps"),
+        (Solver(max_steps=2.5), TypeError, "max_steps"),
+        (Solver(dense_max=True), TypeError, "dense_max"),
+        (Solver(krylov_max=0), ValueError, "krylov_max"),
+        (Solver(krylov_restart=0), ValueError, "krylov_restart"),
+        ((1e-8, None), TypeError, "Solver"),
+    ],
+)
+def test_check_solver_names_the_field(solver, error, field):
+    with pytest.raises(error, match=field):
+        _cyclic.check_solver(solver)
+
+
+def test_traced_solver_field_is_refused():
+    with pytest.raises(TypeError, match="static"):
+        jax.jit(lambda n: _cyclic.check_solver(Solver(dense_max=n)))(3)
+
+
+def test_bad_block_shapes_name_the_argument():
+    with pytest.raises(ValueError, match="`F` must map"):
+        _cyclic.find_root(lambda u: u[:2], jnp.zeros(3))
+    with pytest.raises(ValueError, match="`u0`"):
+        _cyclic.find_root(lambda u: u, jnp.zeros((2, 2)))
+    with pytest.raises(TypeError, match="`c`"):
+        _cyclic.solve_adjoint(lambda u: u, jnp.zeros(3), jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match="`u`"):
+        _cyclic.solve_tangent(lambda u: u, jnp.zeros(2), jnp.zeros(3))

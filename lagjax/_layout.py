@@ -7,6 +7,7 @@ else is a dict keyed by name, with each variable's own shape.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Hashable, Sequence
 
@@ -26,7 +27,7 @@ class Layout:
         self.names = list(names)
         self.shapes = dict(zip(self.names, shapes))
         self.input_names = self.names[:d]
-        sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+        sizes = [math.prod(s) for s in shapes]
         self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self.size = int(self.offsets[-1])
         self._slice = {name: slice(int(a), int(b)) for name, a, b in zip(self.names, self.offsets[:-1], self.offsets[1:])}

@@ -66,7 +66,8 @@ class StructuredComputation(Computation):
         self.inputs = list(constraints.inputs)
         self.names = constraints.names
         self.dicts = constraints.structured  # else a cyclic scalar program: vectors in and out
-        self.layout = layout = Layout(self.names, [constraints.shapes[name] for name in self.names], self.d)
+        shapes = constraints.shapes
+        self.layout = layout = Layout(self.names, [shapes[name] for name in self.names], self.d)
         self.shapes, self.size = layout.shapes, layout.size
         self.input_names = layout.input_names
         if self.dicts:

@@ -157,3 +157,16 @@ def test_cycle_without_shapes():
     C.add("v", lambda u: 0.5 * u, ["u"])
     with pytest.raises(ValueError, match=r"shapes of \['u', 'v'\] cannot be inferred.*shape="):
         lagjax.Computation(lambda z: jnp.sum(z["v"]), C.inputs, C)
+
+
+def test_components_of_a_long_cycle_without_recursion():
+    # 10⁵ scalar constraints in one cycle (z_0 reads the last), then a tail: ordered without recursion
+    n = 100_000
+    C = lagjax.Constraints(["x"])
+    C.add_constraint("z0", jnp.sum, [f"z{n - 1}", "x"])
+    for i in range(1, n):
+        C.add_constraint(f"z{i}", jnp.sum, [f"z{i - 1}"])
+    C.add_constraint("tail", jnp.sum, ["z0"])
+    comp = lagjax.Computation(lambda z: z[-1], C.inputs, C)
+    assert len(comp.blocks) == 1 and len(comp.blocks[0].names) == n
+    assert comp.components[-1] == n  # the tail after the cycle it reads

@@ -8,6 +8,9 @@ the compile time of the jitted methods and oracles once instead of 150 times; th
 union mixes the components' levels, so unions exercise narrow and wide blocks alike.
 
 Default run: 2 examples, 300 programs. `-m slow`: 20 examples, 3,000 programs.
+
+Cyclic programs: random linear systems whose variables read any variable (earlier, later, itself),
+contractions, against the closed form `(I - W)⁻¹`; 3 examples.
 """
 
 import functools
@@ -98,3 +101,39 @@ def test_random_program_profiles(profile):
     values = np.asarray(comp.solve_constraints(x))
     assert np.all(np.abs(values) <= 1)  # bounded functions: every value in [-1, 1]
     assert max(len(c.args) for c in comp.constraints) <= 4
+
+
+# --- cyclic programs: random linear systems with random cycles, against the closed form ------------
+@st.composite
+def linear_cyclic_programs(draw):
+    """`z_i = Σ_j W_ij z_j + Σ_k B_ik x_k` over n scalar variables, each reading 1 to 3 variables
+    anywhere in the program (earlier, later, itself), scaled so that Σ_j |W_ij| <= 0.9: a
+    contraction, so the system has one solution, `z = (I - W)⁻¹ B x`."""
+    n, d = draw(st.integers(2, 9)), draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    W, B = np.zeros((n, n)), np.zeros((n, d))
+    reads = []
+    for i in range(n):
+        js = rng.integers(0, n, rng.integers(1, 4))
+        ks = rng.integers(0, d, 1)
+        w = rng.uniform(-1, 1, len(js))
+        w *= 0.9 / max(np.abs(w).sum(), 1e-9)
+        np.add.at(W[i], js, w)
+        B[i, ks[0]] += 1.0
+        reads.append((js, ks[0], w))
+    return n, d, W, B, reads, rng.uniform(-1, 1, n), rng.uniform(-1, 1, d)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(linear_cyclic_programs())
+def test_random_cyclic_programs_against_the_closed_form(spec):
+    """One random system per example: every cyclic block compiles a root finder and linear solves
+    of its own, so a union of systems would cost more to compile than separate examples."""
+    n, d, W, B, reads, c, x = spec
+    C = Constraints([f"x{k}" for k in range(d)])
+    for i, (js, k, w) in enumerate(reads):
+        C.add_constraint(f"z{i}", lambda v, w=w: w @ v[:-1] + v[-1], [f"z{j}" for j in js] + [f"x{k}"])
+    comp = Computation(lambda z: z[d:] @ c, C.inputs, C)
+    A = np.eye(n) - W
+    assert testing.relative_error(comp.gradient(x), B.T @ np.linalg.solve(A.T, c)) < 1e-10
+    assert testing.relative_error(comp.jacobian(x)[d:], np.linalg.solve(A, B)) < 1e-10

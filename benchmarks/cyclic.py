@@ -1,0 +1,524 @@
+"""Cyclic programs: lagjax's implicit gradient against unrolled differentiation and the dense closed form (issue 6).
+
+Two problems, float64, each solved and differentiated three ways in the same run:
+
+  mdp S      a policy's value on S states with k = 5 random successors per state, γ = 0.9:
+               V = r + γ · Σ_j p[:, j] V[cols[:, j]],     J = mean(V)
+             inputs r (S,) and the transition probabilities p (S, k) (rows sum to 1); the successor
+             indices `cols` (S, k) are constants. The gradient is (∂J/∂r, ∂J/∂p).
+  deq h×B    an equilibrium layer with h hidden units on a batch of B inputs X (16, B):
+               Z = tanh(A Z + B_in X + b),    L = mean((c · Z − y)²)
+             inputs A (h, h) with ‖A‖₂ = 0.9, B_in (h, 16), b (h,); the gradient is (∂L/∂A, ∂L/∂B_in, ∂L/∂b).
+
+Methods (one fresh subprocess per case and method, so that each peak memory is its own):
+
+  lagjax               the cycle as one constraint, `C.add("V", bellman, ["r", "p", "V"], shape=...)`;
+                       forward by Newton (dense Jacobian and LU for blocks up to `Solver.dense_max`
+                       unknowns, 128 by default: mdp 100 and deq 32×4; Newton–Krylov above), the
+                       multipliers by one linear solve on the block (LU or GMRES).
+                       Timed: lagjax's own jitted gradient (the function `comp.gradient` calls, without
+                       its host-side status check), `.lower(x).compile()` then steady calls.
+                       "iterations": Newton steps forward / GMRES restart cycles of the multiplier solve
+                       ("LU" when dense). The same subprocess then measures, after its peak memory is read:
+  lagjax as_function   `jax.jit(jax.grad(comp.as_function()))`: the program as a JAX function (forward
+                       solve, then `custom_linear_solve` transposed into the multiplier solve).
+  lagjax rtol=1e-6     lagjax with a looser tolerance (`Solver(rtol=1e-6, atol=1e-6)`): as many or fewer
+                       forward iterations, and the same compiled memory; its gradient is held to 1e-5
+                       only.
+  unrolled K, 2K       `jax.jit(jax.grad(...))` of the fixed-point iteration V ← r + γPV (Z ← tanh(...))
+                       from 0, run for K steps in a `lax.fori_loop`; reverse mode stores every iterate.
+                       K is the number of steps the iteration needs (measured in NumPy first) until
+                       max|V_{t+1} − V_t| <= 1e-12 · max|V_t| (at 1e-10 the unrolled gradient missed the
+                       1e-8 check by up to 30×: the truncation error of its derivative decays more slowly
+                       than the iterate's); 2K shows how its memory grows with iterations.
+  dense                the implicit-function closed form with dense matrices, jitted. mdp: P built dense
+                       (S × S), one LU of I − γP, V = (I − γP)⁻¹ r, μ = (I − γP)⁻ᵀ w, ∂J/∂r = μ,
+                       ∂J/∂p[s, j] = γ μ_s V[cols[s, j]]. deq: Z by fixed-point iteration (a while loop,
+                       not differentiated), then per example a dense solve (I − diag(s) A)ᵀ μ = ∂L/∂z,
+                       s = 1 − z², ∂L/∂A = Σ (s∘μ) zᵀ, .... Only up to S = --dense-limit.
+
+Every gradient is checked against an independent reference in NumPy/SciPy: mdp, V and μ by fixed-point
+iteration with a SciPy sparse P to machine precision (μ = w + γ Pᵀ μ), then the formulas above; deq, Z
+by NumPy iteration to 1e-15 and one dense NumPy solve per example. "rel. error" is the largest over the
+gradient's arrays of max|g − g_ref| / max|g_ref|.
+
+Columns: compile s (`.lower(...).compile()`: tracing, lowering, XLA), 1st call s, run ms (steady state:
+the median of --repeats calls, `block_until_ready` on each), run/lagjax (this method's run over lagjax's
+in the same case: above 1, lagjax is faster), XLA temp MB (`compiled.memory_analysis().temp_size_in_bytes`:
+the scratch memory of the compiled gradient, where reverse mode keeps the iterates), peak MB (the
+subprocess's peak resident memory, `ru_maxrss`, after compiling and running), Δpeak compile MB and
+Δpeak MB (the peak after compiling, and after the timed runs, minus the peak after importing jax and
+building the problem: where the two are equal the run's own memory is hidden under the compiler's, and
+XLA temp MB is the figure to read), rel. error, check (<= 1e-8, or 1e-5 for the loose-tolerance row).
+
+The workers run with OPENBLAS_NUM_THREADS=1 (--blas-threads; an OPENBLAS_NUM_THREADS already set is
+kept). jax's CPU LU calls the LAPACK of SciPy's OpenBLAS, whose own threads contend with XLA's: on this
+shared 2-core machine, with OpenBLAS's default threading a batch of 64 LUs of 256 × 256 took 0.25-5 s
+against 0.12 s with one thread, and one LU of 2000 × 2000 0.45 s against 0.27 s.
+
+After the table, the targets of issue 6, each with the measured figure and "met" or "MISSED"; the table
+is also written as Markdown (--markdown, default benchmarks/cyclic.md).
+
+Run:
+  python benchmarks/cyclic.py            # mdp 10², 10³, 10⁴ and deq 32×4, 256×64 (~4 min on 2 cores)
+  python benchmarks/cyclic.py --quick    # mdp 10², 10³ and deq 32×4, 3 repeats (~1.5 min)
+Needs scipy besides lagjax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+import lagjax  # noqa: E402
+
+GAMMA, SUCCESSORS, N_IN = 0.9, 5, 16
+DEFAULT_CASES = ["mdp:100", "mdp:1000", "mdp:10000", "deq:32x4", "deq:256x64"]
+QUICK_CASES = ["mdp:100", "mdp:1000", "deq:32x4"]
+METHODS = ["lagjax", "unrolled K", "unrolled 2K", "dense"]  # one subprocess each; lagjax gives 3 rows
+WORKER_MARK = "CYCLIC-ROWS "
+CHECK_TOL, LOOSE_TOL = 1e-8, 1e-5
+K_RTOL = 1e-12  # the unrolled iteration runs until max|V_{t+1} − V_t| <= K_RTOL · max|V|
+
+
+# --- the problems: data, lagjax program, unrolled iteration, dense closed form, NumPy reference ---------------
+class MDP:
+    """V = r + γ Σ_j p[:, j] V[cols[:, j]], J = mean(V); inputs r (S,), p (S, k)."""
+
+    def __init__(self, S: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.S, self.label = S, f"mdp {S:,}"
+        self.cols = rng.integers(0, S, (S, SUCCESSORS))
+        p = rng.random((S, SUCCESSORS))
+        self.x = {"r": rng.normal(size=S), "p": p / p.sum(axis=1, keepdims=True)}
+        self.unknowns = S
+
+    def bellman(self, r, p, V):
+        return r + GAMMA * jnp.sum(p * V[self.cols], axis=1)
+
+    def program(self, solver=None):
+        C = lagjax.Constraints({"r": (self.S,), "p": (self.S, SUCCESSORS)})
+        C.add("V", self.bellman, ["r", "p", "V"], shape=(self.S,))
+        C.add("J", jnp.mean, ["V"])
+        return lagjax.Computation(lambda z: z["J"], C.inputs, C, solver=solver)
+
+    def unrolled(self, K: int):
+        def objective(x):
+            V = jax.lax.fori_loop(0, K, lambda _, V: self.bellman(x["r"], x["p"], V), jnp.zeros(self.S))
+            return jnp.mean(V)
+
+        return jax.grad(objective)
+
+    def dense(self):
+        S, rows = self.S, np.repeat(np.arange(self.S), SUCCESSORS)
+
+        def gradient(x):
+            P = jnp.zeros((S, S)).at[rows, self.cols.ravel()].add(x["p"].ravel())
+            lu = jax.scipy.linalg.lu_factor(jnp.eye(S) - GAMMA * P)
+            V = jax.scipy.linalg.lu_solve(lu, x["r"])
+            mu = jax.scipy.linalg.lu_solve(lu, jnp.full(S, 1 / S), trans=1)
+            return {"r": mu, "p": GAMMA * mu[:, None] * V[self.cols]}
+
+        return gradient
+
+    def _sparse(self):
+        import scipy.sparse
+
+        rows = np.repeat(np.arange(self.S), SUCCESSORS)
+        return scipy.sparse.csr_matrix((self.x["p"].ravel(), (rows, self.cols.ravel())), shape=(self.S, self.S))
+
+    def iterations_to(self, rtol: float) -> int:
+        """Steps of V ← r + γPV from 0 until max|ΔV| <= rtol · max|V| (NumPy, SciPy sparse P)."""
+        P, r, V = self._sparse(), self.x["r"], np.zeros(self.S)
+        for k in range(1, 100_000):
+            V_new = r + GAMMA * (P @ V)
+            if np.max(np.abs(V_new - V)) <= rtol * np.max(np.abs(V_new)):
+                return k
+            V = V_new
+        raise RuntimeError("the value iteration did not converge")
+
+    def reference(self):
+        """(∂J/∂r, ∂J/∂p) by fixed-point iteration to machine precision, NumPy/SciPy only."""
+        P, r = self._sparse(), self.x["r"]
+        PT, w = P.T.tocsr(), np.full(self.S, 1 / self.S)
+        V, mu = np.zeros(self.S), np.zeros(self.S)
+        for _ in range(2000):  # γ^2000 ≈ 1e-92: converged long before
+            V_new, mu_new = r + GAMMA * (P @ V), w + GAMMA * (PT @ mu)
+            if np.array_equal(V_new, V) and np.array_equal(mu_new, mu):
+                break
+            V, mu = V_new, mu_new
+        return {"r": mu, "p": GAMMA * mu[:, None] * V[self.cols]}
+
+
+class DEQ:
+    """Z = tanh(A Z + B_in X + b), L = mean((c · Z − y)²); inputs A (h, h), B (h, 16), b (h,)."""
+
+    def __init__(self, h: int, batch: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.h, self.batch, self.label = h, batch, f"deq {h}×{batch}"
+        A = rng.normal(size=(h, h))
+        self.x = {"A": A * 0.9 / np.linalg.norm(A, 2), "B": rng.normal(size=(h, N_IN)) / np.sqrt(N_IN), "b": 0.1 * rng.normal(size=h)}
+        self.X, self.c, self.y = rng.normal(size=(N_IN, batch)), rng.normal(size=h) / np.sqrt(h), rng.normal(size=batch)
+        self.unknowns = h * batch
+
+    def layer(self, A, B, b, Z):
+        return jnp.tanh(A @ Z + B @ self.X + b[:, None])
+
+    def loss(self, Z):
+        return jnp.mean((self.c @ Z - self.y) ** 2)
+
+    def program(self, solver=None):
+        C = lagjax.Constraints({"A": (self.h, self.h), "B": (self.h, N_IN), "b": (self.h,)})
+        C.add("Z", self.layer, ["A", "B", "b", "Z"], shape=(self.h, self.batch))
+        C.add("L", self.loss, ["Z"])
+        return lagjax.Computation(lambda z: z["L"], C.inputs, C, solver=solver)
+
+    def unrolled(self, K: int):
+        def objective(x):
+            Z = jax.lax.fori_loop(0, K, lambda _, Z: self.layer(x["A"], x["B"], x["b"], Z), jnp.zeros((self.h, self.batch)))
+            return self.loss(Z)
+
+        return jax.grad(objective)
+
+    def dense(self):
+        h = self.h
+
+        def gradient(x):
+            step = lambda Z: self.layer(x["A"], x["B"], x["b"], Z)  # noqa: E731
+
+            def going(state):
+                Z, Z_old, k = state
+                return (jnp.max(jnp.abs(Z - Z_old)) > 1e-14) & (k < 5000)
+
+            Z0 = jnp.zeros((h, self.batch))
+            Z, _, _ = jax.lax.while_loop(going, lambda s: (step(s[0]), s[0], s[2] + 1), (step(Z0), Z0, 1))
+            s = 1 - Z**2
+            g = jax.grad(self.loss)(Z)
+            M = jnp.eye(h) - s.T[:, :, None] * x["A"][None]  # (batch, h, h): I − diag(s_n) A
+            mu = jnp.linalg.solve(jnp.swapaxes(M, 1, 2), g.T[:, :, None])[:, :, 0].T
+            nu = s * mu
+            return {"A": nu @ Z.T, "B": nu @ self.X.T, "b": nu.sum(axis=1)}
+
+        return gradient
+
+    def _iterate(self, stop):
+        A, B, b = self.x["A"], self.x["B"], self.x["b"]
+        Z = np.zeros((self.h, self.batch))
+        for k in range(1, 100_000):
+            Z_new = np.tanh(A @ Z + B @ self.X + b[:, None])
+            if stop(Z_new, Z):
+                return Z_new, k
+            Z = Z_new
+        raise RuntimeError("the fixed-point iteration did not converge")
+
+    def iterations_to(self, rtol: float) -> int:
+        return self._iterate(lambda new, old: np.max(np.abs(new - old)) <= rtol * np.max(np.abs(new)))[1]
+
+    def reference(self):
+        """The implicit-function gradient in NumPy: Z to 1e-15, one dense solve per example."""
+        Z, _ = self._iterate(lambda new, old: np.max(np.abs(new - old)) <= 1e-15)
+        s = 1 - Z**2
+        g = np.outer(self.c, 2 * (self.c @ Z - self.y) / self.batch)
+        M = np.eye(self.h) - s.T[:, :, None] * self.x["A"][None]
+        mu = np.linalg.solve(np.swapaxes(M, 1, 2), g.T[:, :, None])[:, :, 0].T
+        nu = s * mu
+        return {"A": nu @ Z.T, "B": nu @ self.X.T, "b": nu.sum(axis=1)}
+
+
+def make_problem(case: str):
+    kind, size = case.split(":")
+    if kind == "mdp":
+        return MDP(int(size))
+    h, batch = size.split("x")
+    return DEQ(int(h), int(batch))
+
+
+# --- measurements ------------------------------------------------------------------------------------------
+def timed(fn, repeats: int, budget_s: float = 20.0) -> float:
+    """Median wall time of `fn()` over `repeats` calls; fewer once `budget_s` is spent (at least 3, or 1
+    when a single call takes over a third of the budget)."""
+    times, start = [], time.perf_counter()
+    while len(times) < repeats:
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s and len(times) >= (1 if times[0] > budget_s / 3 else 3):
+            break
+    return float(np.median(times))
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def temp_mb(compiled) -> float | None:
+    try:
+        return compiled.memory_analysis().temp_size_in_bytes / 2**20
+    except Exception:  # not every backend reports it
+        return None
+
+
+def relative_error(grad, reference) -> float:
+    return max(float(np.max(np.abs(np.asarray(grad[k]) - reference[k])) / np.max(np.abs(reference[k]))) for k in reference)
+
+
+def compile_and_time(fn, args, repeats: int, output=lambda out: out):
+    """(compiled, compile s, 1st call s, run s, first output, peak MB after compiling) of `jax.jit(fn)` on `args`."""
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile() if not hasattr(fn, "lower") else fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t
+    compile_peak = peak_rss_mb()
+    t = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    first_s = time.perf_counter() - t
+    run_s = timed(lambda: output(compiled(*args)), repeats)
+    return compiled, compile_s, first_s, run_s, out, compile_peak
+
+
+def _iterations(infos) -> str:
+    forward, multipliers = infos["forward"][0], infos["multipliers"][0]
+    cycles = int(multipliers.steps)
+    backward = (f"{cycles} GMRES cycle" + ("s" if cycles > 1 else "")) if cycles > 0 else "LU"
+    return f"{int(forward.steps)} Newton / {backward}"
+
+
+def _status_ok(infos) -> bool:
+    return all(int(info.status) == 0 for stage in infos.values() for info in stage)
+
+
+def measure_lagjax(problem, repeats: int) -> list[dict]:
+    """Rows for lagjax's gradient, as_function and the loose tolerance; each with its gradient ("grad")."""
+    comp = problem.program()
+    x = {k: jnp.asarray(v) for k, v in problem.x.items()}
+    baseline = peak_rss_mb()
+    # lagjax's own jitted gradient: (gradient, per-block reports)
+    compiled, compile_s, first_s, run_s, (grad, infos), compile_peak = compile_and_time(comp._jit["gradient"], (x,), repeats, lambda out: out[0])
+    peak = peak_rss_mb()
+    rows = [dict(method="lagjax", iterations=_iterations(infos), compile_s=compile_s, first_s=first_s, run_s=run_s,
+                 temp_mb=temp_mb(compiled), peak_mb=peak, delta_compile_mb=compile_peak - baseline,
+                 delta_peak_mb=peak - baseline, grad=grad, status_ok=_status_ok(infos))]
+
+    fn = comp.as_function()
+    compiled, compile_s, first_s, run_s, grad, _ = compile_and_time(jax.grad(fn), (x,), repeats)
+    rows.append(dict(method="lagjax as_function", iterations="as above", compile_s=compile_s, first_s=first_s,
+                     run_s=run_s, temp_mb=temp_mb(compiled), grad=grad))
+
+    loose = problem.program(lagjax.Solver(rtol=1e-6, atol=1e-6))
+    compiled, compile_s, first_s, run_s, (grad, infos), _ = compile_and_time(loose._jit["gradient"], (x,), repeats, lambda out: out[0])
+    rows.append(dict(method="lagjax rtol=1e-6", iterations=_iterations(infos), compile_s=compile_s, first_s=first_s,
+                     run_s=run_s, temp_mb=temp_mb(compiled), grad=grad, status_ok=_status_ok(infos)))
+    return rows
+
+
+def measure_function(name, fn, problem, repeats: int, iterations: str) -> list[dict]:
+    x = {k: jnp.asarray(v) for k, v in problem.x.items()}
+    baseline = peak_rss_mb()
+    compiled, compile_s, first_s, run_s, grad, compile_peak = compile_and_time(fn, (x,), repeats)
+    peak = peak_rss_mb()
+    return [dict(method=name, iterations=iterations, compile_s=compile_s, first_s=first_s, run_s=run_s,
+                 temp_mb=temp_mb(compiled), peak_mb=peak, delta_compile_mb=compile_peak - baseline,
+                 delta_peak_mb=peak - baseline, grad=grad)]
+
+
+def run_case(case: str, method: str, repeats: int, K: int) -> list[dict]:
+    jax.block_until_ready(jax.jit(lambda v: v + 1)(jnp.zeros(4)))  # JAX start-up and the compiler's first use
+    problem = make_problem(case)
+    if method == "lagjax":
+        rows = measure_lagjax(problem, repeats)
+    elif method.startswith("unrolled"):
+        steps = K if method == "unrolled K" else 2 * K
+        rows = measure_function(method, problem.unrolled(steps), problem, repeats, f"{steps} steps")
+    else:
+        rows = measure_function("dense", problem.dense(), problem, repeats, "1 LU" if case.startswith("mdp") else "iteration + LU")
+    reference = problem.reference()  # after the measurements, so that its memory is not in their baseline
+    for row in rows:
+        row["error"] = error = relative_error(row.pop("grad"), reference)
+        row["ok"] = error <= (LOOSE_TOL if row["method"] == "lagjax rtol=1e-6" else CHECK_TOL) and row.pop("status_ok", True)
+    return [dict(case=problem.label, unknowns=problem.unknowns, K=K, **row) for row in rows]
+
+
+def run_in_subprocess(case: str, method: str, K: int, args) -> list[dict]:
+    spec = dict(case=case, method=method, repeats=args.repeats, K=K)
+    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    label = make_label(case)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", str(args.blas_threads))}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.case_timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return [dict(case=label, method=method, error_text=f"timed out after {args.case_timeout:.0f} s")]
+    for line in done.stdout.splitlines():
+        if line.startswith(WORKER_MARK):
+            return json.loads(line[len(WORKER_MARK):])
+    lines = (done.stderr or done.stdout or "(no output)").strip().splitlines()
+    print("\n    ".join(["", *lines[-15:]]), file=sys.stderr)
+    return [dict(case=label, method=method, error_text=f"exit status {done.returncode}: {lines[-1]}")]
+
+
+def make_label(case: str) -> str:
+    kind, size = case.split(":")
+    return f"mdp {int(size):,}" if kind == "mdp" else f"deq {size.replace('x', '×')}"
+
+
+# --- the table and the targets -----------------------------------------------------------------------------
+def _fmt(value, spec):
+    return "—" if value is None else spec.format(value)
+
+
+COLUMNS = [
+    ("case", lambda r: r["case"], "{}"),
+    ("method", lambda r: r["method"], "{}"),
+    ("iterations", lambda r: r.get("iterations"), "{}"),
+    ("compile s", lambda r: r.get("compile_s"), "{:.2f}"),
+    ("1st call s", lambda r: r.get("first_s"), "{:.3f}"),
+    ("run ms", lambda r: None if r.get("run_s") is None else r["run_s"] * 1e3, "{:,.2f}"),
+    ("run/lagjax", lambda r: r.get("ratio"), "{:.3g}"),
+    ("XLA temp MB", lambda r: r.get("temp_mb"), "{:,.2f}"),
+    ("peak MB", lambda r: r.get("peak_mb"), "{:,.0f}"),
+    ("Δpeak compile MB", lambda r: r.get("delta_compile_mb"), "{:,.0f}"),
+    ("Δpeak MB", lambda r: r.get("delta_peak_mb"), "{:,.0f}"),
+    ("rel. error", lambda r: r.get("error"), "{:.1e}"),
+    ("check", lambda r: "FAILED" if "error_text" in r else ("ok" if r.get("ok") else "MISMATCH"), "{}"),
+]
+
+
+def add_ratios(rows):
+    for r in rows:
+        base = [b for b in rows if b["case"] == r["case"] and b["method"] == "lagjax" and b.get("run_s")]
+        if base and r.get("run_s") is not None and r["method"] != "lagjax":
+            r["ratio"] = r["run_s"] / base[0]["run_s"]
+
+
+def table(rows, markdown=False) -> str:
+    headers = [h for h, _, _ in COLUMNS]
+    cells = [[_fmt(get(r), spec) for _, get, spec in COLUMNS] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+    widths = [max(len(h), *(len(c[k]) for c in cells)) for k, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    return "\n".join(lines + ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells])
+
+
+def _rows(rows, method):
+    return [r for r in rows if r["method"] == method and "error_text" not in r]
+
+
+def targets(rows) -> list[tuple[str, str, str]]:
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    out = []
+    checked = _rows(rows, "lagjax") + _rows(rows, "lagjax as_function")
+    if checked:
+        worst = max(checked, key=lambda r: r["error"])
+        out.append(("lagjax gradients match the closed forms to 1e-8 relative (float64), every case",
+                    f"worst {worst['error']:.1e} ({worst['case']}, {worst['method']})",
+                    verdict(all(r["ok"] for r in checked) and len(checked) == 2 * len({r['case'] for r in rows}))))
+    flat, grows = [], []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        tight = [r for r in _rows(rows, "lagjax") if r["case"] == case]
+        loose = [r for r in _rows(rows, "lagjax rtol=1e-6") if r["case"] == case]
+        if tight and loose and tight[0]["temp_mb"] is not None:
+            flat.append((case, loose[0], tight[0]))
+        K = [r for r in _rows(rows, "unrolled K") if r["case"] == case]
+        K2 = [r for r in _rows(rows, "unrolled 2K") if r["case"] == case]
+        if K and K2 and K[0]["temp_mb"]:
+            grows.append((case, K2[0]["temp_mb"] / K[0]["temp_mb"]))
+    if flat:
+        worst = max(r2["temp_mb"] / max(r1["temp_mb"], 1e-9) for _, r1, r2 in flat)
+        detail = "; ".join(f"{c}: {r1['temp_mb']:.2f} MB at {r1['iterations'].split(' /')[0]}, {r2['temp_mb']:.2f} MB at "
+                           f"{r2['iterations'].split(' /')[0]}" for c, r1, r2 in flat)
+        unrolled = ", ".join(f"{c} ×{g:.2f}" for c, g in grows) or "not measured"
+        out.append(("lagjax memory does not grow with forward iterations (unrolled differentiation's does)",
+                    f"lagjax XLA temp, rtol 1e-6 vs 1e-10: {detail} (largest ratio {worst:.3f}); unrolled temp 2K/K: {unrolled}",
+                    verdict(worst <= 1.01 and all(g > 1.5 for _, g in grows))))
+    else:
+        out.append(("lagjax memory does not grow with forward iterations", "—", "not measured"))
+    big = [r for r in _rows(rows, "lagjax") if r["case"] == "mdp 10,000"]
+    if big:
+        out.append(("10⁴-state sparse MDP: gradient < 1 s after compile", f"{big[0]['run_s'] * 1e3:,.1f} ms",
+                    verdict(big[0]["run_s"] < 1)))
+    else:
+        out.append(("10⁴-state sparse MDP: gradient < 1 s after compile", "— (not in this run)", "not measured"))
+    return out
+
+
+def format_targets(items, markdown=False) -> str:
+    if markdown:
+        return "\n".join(["| target | measured | |", "|---|---|---|"] + [f"| {t} | {m} | {s} |" for t, m, s in items])
+    return "\n".join(f"  {s:<7} {t}\n          {m}" for t, m, s in items)
+
+
+# --- main ----------------------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=None, help=f"default {' '.join(DEFAULT_CASES)}")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per steady-state figure (default 10)")
+    parser.add_argument("--dense-limit", type=int, default=10_000, help="largest S of the dense MDP closed form")
+    parser.add_argument("--case-timeout", type=float, default=600)
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="OPENBLAS_NUM_THREADS of the workers, unless set in the environment (default 1)")
+    parser.add_argument("--quick", action="store_true", help=f"cases {' '.join(QUICK_CASES)}, 3 repeats")
+    parser.add_argument("--markdown", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "cyclic.md"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.cases = args.cases or (QUICK_CASES if args.quick else DEFAULT_CASES)
+    args.repeats = args.repeats or (3 if args.quick else 10)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        spec = json.loads(args.worker)
+        rows = run_case(spec["case"], spec["method"], spec["repeats"], spec["K"])
+        print(WORKER_MARK + json.dumps(rows), flush=True)
+        return 0
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", str(args.blas_threads))
+    header = (f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores, float64, {platform.machine()}, "
+              f"OPENBLAS_NUM_THREADS={threads}, load average {os.getloadavg()[0]:.1f} at the start")
+    print(header)
+    rows = []
+    for case in args.cases:
+        problem = make_problem(case)
+        K = problem.iterations_to(K_RTOL)
+        for method in METHODS:
+            if method == "dense" and case.startswith("mdp") and problem.S > args.dense_limit:
+                rows.append(dict(case=problem.label, method="dense", iterations="skipped (--dense-limit)"))
+                continue
+            t = time.perf_counter()
+            print(f"{problem.label}, {method} (K = {K}) ...", end=" ", file=sys.stderr, flush=True)
+            rows += run_in_subprocess(case, method, K, args)
+            print(f"{time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    header += f" and {os.getloadavg()[0]:.1f} at the end (other work shares the cores: timings are noisy)"
+    add_ratios(rows)
+    items = targets(rows)
+    notes = [f"{r['case']}, {r['method']}: {r['error_text']}" for r in rows if "error_text" in r]
+    print()
+    print(table(rows))
+    for note in notes:
+        print("  " + note)
+    print("\nTargets (issue 6):")
+    print(format_targets(items))
+    with open(args.markdown, "w") as out:
+        out.write(f"# Cyclic programs: `python benchmarks/cyclic.py`\n\n{header}\n\n{table(rows, markdown=True)}\n\n")
+        out.writelines(f"- {note}\n" for note in notes)
+        out.write(f"\nTargets (issue 6):\n\n{format_targets(items, markdown=True)}\n")
+    print(f"\nwrote {args.markdown}")
+    failed = any("error_text" in r or (r.get("ok") is False) for r in rows if "skipped" not in str(r.get("iterations")))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -173,6 +173,10 @@ class StructuredComputation(Computation):
             t = layout.unflatten(T[0]) if self.dicts else T
             return (flat(z), t), infos
 
+        def multipliers_entry(x):
+            (z, lam), infos = multipliers(tree_x(x))
+            return (flat(z), flat(lam)), infos
+
         def gradient(x):
             (z, lam), infos = multipliers(tree_x(x))
             return flat_x({k: v for k, v in lam.items() if k in self.input_names}), infos
@@ -193,7 +197,7 @@ class StructuredComputation(Computation):
             for name, fn in dict(
                 solve=report(flat),
                 forward=report(objective),
-                multipliers=lambda x: (lambda out: ((flat(out[0][0]), flat(out[0][1])), out[1]))(multipliers(tree_x(x))),
+                multipliers=multipliers_entry,
                 gradient=gradient,
                 tangents=tangents_entry,
                 jacobian=lambda x: jacobian(tree_x(x)),

@@ -108,7 +108,7 @@ def implicit_structured_solution(comp) -> Callable[[dict, dict], dict]:
     NaN (and, with `checked=True`, a runtime error), never a silently wrong value.
     """
     program, components, layout = comp.program, comp.components, comp.layout
-    d = comp.d
+    inputs = set(layout.input_names)
 
     @jax.custom_jvp
     def solution(tables, x):
@@ -136,11 +136,13 @@ def implicit_structured_solution(comp) -> Callable[[dict, dict], dict]:
             comp._check({"multipliers": infos})
             return lam
 
-        # b = [dx; 0], built as one vector so that every part of it is linear in dx (JAX's transpose
-        # of custom_linear_solve needs that of each leaf of b).
+        # b = [dx; 0]. JAX's transpose of custom_linear_solve needs every leaf of b linear in dx, but
+        # the zeros, and the dx of inputs not differentiated, are constants: each leaf gets
+        # `+ 0 · Σ_a Σ dx_a`, a scalar linear in every dx. (A flat [dx; 0] sliced into leaves would
+        # do too, but transposes into one full-size pad per variable: quadratic in the program.)
         dtype = blocks._dtype(z)
-        rest = layout.size - int(layout.offsets[d])
-        seed = layout.unflatten(jnp.concatenate([layout.flatten(dx, layout.input_names).astype(dtype), jnp.zeros(rest, dtype)]))
+        zero = sum(jnp.sum(dx[name]).astype(dtype) for name in layout.input_names) * 0
+        seed = {name: (dx[name].astype(dtype) if name in inputs else jnp.zeros_like(value)) + zero for name, value in z.items()}
         return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
 
     if comp.dicts:

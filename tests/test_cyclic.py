@@ -15,6 +15,7 @@ dtype covers them all (each new compile costs seconds here):
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -89,9 +90,9 @@ def as_numpy(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
-# float32 on the dense path runs all scenarios batched through jax.vmap: one compile covers vmap too,
-# and its answers face the same independent oracles as the unbatched runs.
-BATCHED = {("dense", jnp.float32)}
+# float32 runs all scenarios batched through jax.vmap (dense and matrix-free): one compile covers vmap
+# too, and its answers face the same independent oracles as the unbatched runs.
+BATCHED = {("dense", jnp.float32), ("matrix-free", jnp.float32)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -185,6 +186,10 @@ def test_no_retracing_and_vmap_matches_unbatched():
     batched = results("dense", jnp.float32)
     for name in SCENARIOS:
         assert [int(i.status) for i in batched[name][3:]] == [int(i.status) for i in one[name][3:]], name
+    # matrix-free: GMRES's loops batched too (the solutions are checked in the tests above)
+    batched, one = results("matrix-free", jnp.float32), results("matrix-free", jnp.float64)
+    for name in ("tanh", "mdp", "swap", "nan"):
+        assert [int(i.status) for i in batched[name][3:]] == [int(i.status) for i in one[name][3:]], name
 
 
 def test_zero_right_hand_side_is_solved_exactly():
@@ -251,3 +256,56 @@ def test_bad_block_shapes_name_the_argument():
         _cyclic.solve_adjoint(lambda u: u, jnp.zeros(3), jnp.zeros(3, jnp.int32))
     with pytest.raises(ValueError, match="`u`"):
         _cyclic.solve_tangent(lambda u: u, jnp.zeros(2), jnp.zeros(3))
+
+
+# --- GMRES on its own: explicit matrices against NumPy ------------------------------------------------
+
+
+def gmres_system(n=40, seed=3):
+    """A nonsymmetric, well-conditioned A (eigenvalues spread around 1) and a right-hand side."""
+    rng = np.random.default_rng(seed)
+    return np.eye(n) + 0.6 * rng.normal(size=(n, n)) / np.sqrt(n), rng.normal(size=n)
+
+
+@functools.lru_cache(maxsize=None)
+def gmres_jit(restart):
+    solver = Solver(krylov_restart=restart, krylov_max=200)
+    return jax.jit(lambda A, b, target: _cyclic._gmres(lambda v: A @ v, b, target, solver))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("restart", [4, 40])
+def test_gmres_against_numpy(dtype, restart):
+    A, b = gmres_system()
+    rtol, _ = _cyclic.tolerances(Solver(), dtype)
+    target = rtol * np.max(np.abs(b))
+    expected = np.linalg.solve(A, b)
+    for factor in (1.0, 1e18 if dtype == jnp.float64 else 1e15):  # the scale of A does not matter
+        x, residual, cycles = gmres_jit(restart)(jnp.asarray(factor * A, dtype), jnp.asarray(b, dtype), target)
+        assert x.dtype == dtype and residual <= target
+        x = np.asarray(x, np.float64)
+        # the residual reported is the true one
+        np.testing.assert_allclose(residual, np.max(np.abs(b - factor * A @ x)), rtol=0.5, atol=10 * target)
+        bound = tolerance(dtype) * np.linalg.cond(A, 1) * np.max(np.abs(expected))
+        np.testing.assert_allclose(factor * x, expected, atol=bound)
+        assert (int(cycles) > 1) == (restart == 4)  # restarted when the Krylov space is small
+    # a zero right-hand side: x = 0 without a cycle
+    x, residual, cycles = gmres_jit(restart)(jnp.asarray(A, dtype), jnp.zeros(40, dtype), 0.0)
+    assert not np.any(x) and float(residual) == 0 and int(cycles) == 0
+
+
+def test_gmres_on_a_singular_operator_stops_finite():
+    A, b = gmres_system()
+    A[:, 0] = A[:, 1]  # rank deficient, b not in the range: no solution
+    x, residual, cycles = gmres_jit(4)(jnp.asarray(A), jnp.asarray(b), 1e-10)
+    assert np.all(np.isfinite(x)) and residual > 1e-3 and int(cycles) < 50  # stagnation noticed
+
+
+def test_gmres_traces_once_whatever_the_restart_length():
+    # no Python loop over Krylov iterations: the traced program does not grow with krylov_restart
+    def size(restart):
+        solver = Solver(krylov_restart=restart, krylov_max=500)
+        jaxpr = jax.make_jaxpr(lambda b: _cyclic._gmres(lambda v: 2.0 * v, b, 1e-8, solver))(jnp.ones(100))
+        return re.sub(r"\d+|\s+", "", str(jaxpr))  # the program, shapes, constants and layout aside
+
+    assert size(5) == size(50) == size(80)

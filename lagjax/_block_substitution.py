@@ -116,22 +116,23 @@ def solve(program: Sequence[Step], components: Sequence, x: dict, root: Callable
     `root(block, z)` solves a cyclic block for its variables given the others: `(values, info)`.
     Returns `z` and the blocks' infos, in order.
     """
-    dtype = _dtype(x)
-    z, infos = dict(x), []
-    for c in components:
-        if isinstance(c, Block):
-            values, info = root(c, z)
-            z.update(values)
-            infos.append(info)
-        else:
-            step = program[c]
-            z[step.name] = step.fn(*_arguments(step, z)).astype(dtype)
+    z, _, infos = _forward(program, components, x, root, keep=False)
     return z, infos
 
 
 def linearize(program: Sequence[Step], components: Sequence, x: dict, root: Callable | None = None) -> tuple[dict, Callable, list]:
     """The forward pass, and the pullbacks of its acyclic steps kept from it (as `jax.grad` keeps its
     residuals); a block's steps are linearised at the solution when pulled back."""
+    z, pullbacks, infos = _forward(program, components, x, root, keep=True)
+    dtype, at_solution = _dtype(x), local_pullback(program, z)
+
+    def pullback(k, cotangent):
+        return pullbacks[k](cotangent.astype(dtype)) if k in pullbacks else at_solution(k, cotangent)
+
+    return z, pullback, infos
+
+
+def _forward(program, components, x, root, keep: bool):
     dtype = _dtype(x)
     z, pullbacks, infos = dict(x), {}, []
     for c in components:
@@ -139,15 +140,13 @@ def linearize(program: Sequence[Step], components: Sequence, x: dict, root: Call
             values, info = root(c, z)
             z.update(values)
             infos.append(info)
-        else:
+        elif keep:
             step = program[c]
             z[step.name], pullbacks[c] = jax.vjp(_cast(step.fn, dtype), *_arguments(step, z))
-    at_solution = local_pullback(program, z)
-
-    def pullback(k, cotangent):
-        return pullbacks[k](cotangent.astype(dtype)) if k in pullbacks else at_solution(k, cotangent)
-
-    return z, pullback, infos
+        else:
+            step = program[c]
+            z[step.name] = step.fn(*_arguments(step, z)).astype(dtype)
+    return z, pullbacks, infos
 
 
 def block_function(program: Sequence[Step], layout: Layout, block: Block, z: dict) -> Callable:

@@ -108,7 +108,6 @@ def implicit_structured_solution(comp) -> Callable[[dict, dict], dict]:
     NaN (and, with `checked=True`, a runtime error), never a silently wrong value.
     """
     program, components, layout = comp.program, comp.components, comp.layout
-    inputs = set(layout.input_names)
 
     @jax.custom_jvp
     def solution(tables, x):
@@ -136,13 +135,11 @@ def implicit_structured_solution(comp) -> Callable[[dict, dict], dict]:
             comp._check({"multipliers": infos})
             return lam
 
-        # b = [dx; 0]. JAX's transpose of custom_linear_solve needs every leaf of b linear in dx, but
-        # the zeros, and the dx of inputs not differentiated, are constants: each leaf gets
-        # `+ 0 · Σ_a Σ dx_a`, a scalar linear in every dx. (A flat [dx; 0] sliced into leaves would
-        # do too, but transposes into one full-size pad per variable: quadratic in the program.)
+        # b = [dx; 0], built as one vector and split into leaves, so that every leaf is linear in dx
+        # (JAX's transpose of custom_linear_solve needs that); the split transposes to a concatenate.
         dtype = blocks._dtype(z)
-        zero = sum(jnp.sum(dx[name]).astype(dtype) for name in layout.input_names) * 0
-        seed = {name: (dx[name].astype(dtype) if name in inputs else jnp.zeros_like(value)) + zero for name, value in z.items()}
+        rest = layout.size - int(layout.offsets[len(layout.input_names)])
+        seed = layout.unflatten(jnp.concatenate([layout.flatten(dx, layout.input_names).astype(dtype), jnp.zeros(rest, dtype)]))
         return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
 
     if comp.dicts:

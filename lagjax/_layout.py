@@ -43,13 +43,14 @@ class Layout:
 
     def unflatten(self, flat: jax.Array, names: Sequence[Hashable] | None = None) -> dict:
         """The flat vector (of the variables `names`, default all) as a dict of arrays by name."""
-        names = self.names if names is None else names
-        out, start = {}, 0
-        for name in names:
-            size = self._slice[name].stop - self._slice[name].start
-            out[name] = jnp.reshape(flat[start : start + size], self.shapes[name])
-            start += size
-        return out
+        names = list(self.names if names is None else names)
+        if not names:
+            return {}
+        sizes = [self._slice[name].stop - self._slice[name].start for name in names]
+        # `lax.split`, not slices: its transpose is one concatenate, where slices transpose into a
+        # full-size pad per variable (quadratic in the program under reverse mode).
+        parts = jax.lax.split(flat, sizes)
+        return {name: jnp.reshape(part, self.shapes[name]) for name, part in zip(names, parts)}
 
     def check(self, tree, argument: str, names: Sequence[Hashable], dtype=None) -> dict:
         """`tree` as a dict of float arrays, one per name of `names`, each of its declared shape.

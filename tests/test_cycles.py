@@ -99,6 +99,12 @@ def test_as_function_on_cycles():
     H = jax.hessian(lambda v: fn({"x": v, "A": x["A"]}))(x["x"])
     H_fd = jnp.stack([testing.central_difference(lambda v: grad_x(v)[i], x["x"]) for i in range(3)])
     assert testing.relative_error(H, H_fd) < 1e-7
+
+
+@pytest.mark.slow
+def test_vmap_over_a_cyclic_program():
+    comp, x = equilibrium()
+    fn = comp.as_function()
     batch = jax.vmap(lambda v: fn({"x": v, "A": x["A"]}))(jnp.stack([x["x"], -x["x"]]))
     assert testing.relative_error(batch[1], fn({"x": -x["x"], "A": x["A"]})) < 1e-12
 

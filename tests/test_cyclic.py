@@ -275,7 +275,7 @@ def gmres_jit(restart):
 
 @pytest.mark.parametrize(
     "restart, dtype",
-    [(4, jnp.float64), (40, jnp.float32), pytest.param(40, jnp.float64, marks=pytest.mark.slow), pytest.param(4, jnp.float32, marks=pytest.mark.slow)],
+    [(4, jnp.float64), *(pytest.param(r, t, marks=pytest.mark.slow) for r, t in [(40, jnp.float32), (40, jnp.float64), (4, jnp.float32)])],
 )
 def test_gmres_against_numpy(dtype, restart):
     A, b = gmres_system()

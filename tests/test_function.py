@@ -52,7 +52,7 @@ def _transforms(name, jacobians):
     return jax.jit(everything), v, u
 
 
-@pytest.mark.parametrize("name", ["arities", "deep"])  # repeated arguments and user df; a width-1 chain
+@pytest.mark.parametrize("name", ["arities", pytest.param("deep", marks=pytest.mark.slow)])  # repeated arguments and user df; a width-1 chain (-m slow)
 def test_every_first_order_transformation_matches_the_plain_forward_pass(name):
     comp, x = _build(name)
     ref = _reference(name)

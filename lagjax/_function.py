@@ -139,13 +139,7 @@ def implicit_structured_solution(comp) -> Callable[[dict, dict], dict]:
         # (JAX's transpose of custom_linear_solve needs that); the split transposes to a concatenate.
         dtype = blocks._dtype(z)
         rest = layout.size - int(layout.offsets[len(layout.input_names)])
-        seed = jnp.concatenate([layout.flatten(dx, layout.input_names).astype(dtype), jnp.zeros(rest, dtype)])
-        # The zeros, and the dx of inputs not differentiated, are constants to XLA. XLA:CPU in jaxlib
-        # 0.10.2 miscompiles forward mode through a layer fed such zeros (`W @ 0` gives garbage or NaN;
-        # `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` avoids it too). A barrier over the whole
-        # seed keeps it opaque; its price: reverse mode computes every input's multiplier, even those
-        # not asked for (one more product at the first layer).
-        seed = layout.unflatten(jax.lax.optimization_barrier(seed))
+        seed = layout.unflatten(jnp.concatenate([layout.flatten(dx, layout.input_names).astype(dtype), jnp.zeros(rest, dtype)]))
         return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
 
     if comp.dicts:

@@ -40,43 +40,51 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from lagjax import _block_substitution as blocks
-from lagjax import _jacobian, _local, _substitution
+from lagjax import _layout, _sweeps
 
 OUTPUTS = ("f", "z")
 
 
-def implicit_solution(schedule) -> Callable[[dict, jax.Array], jax.Array]:
-    """`z*(tables, x)`, `(d,) -> (n,)`, whose derivatives in `x` (any mode, any order) come from the two sweeps.
+def implicit_solution(comp) -> Callable:
+    """`z*(tables, x)`: the class buffers of the solution for inputs `x` (a vector or a dict), whose
+    derivatives in `x` (any mode, any order) come from the two sweeps.
 
     The tables are an argument, not a closure: a `custom_jvp` rule must not close over tracers (here,
     the tables as arguments of the enclosing `jax.jit`). They are constants of the program (indices,
-    and the data captured by grouped functions): their tangents are ignored.
+    and the data captured by grouped functions): their tangents are ignored. A failed cyclic block
+    gives NaN (and, with `checked=True`, a runtime error), never a silently wrong value.
     """
-    d, n = schedule.d, schedule.n
+    schedule, storage = comp.schedule, comp.storage
 
     @jax.custom_jvp
     def solution(tables, x):
-        return _substitution.solve_constraints(schedule, tables, x)
+        z, report = comp.solve_buffers(tables, x)
+        comp._check({"forward": report})
+        return z
 
     @solution.defjvp
     def solution_jvp(primals, tangents):
         (tables, x), (_, dx) = primals, tangents
         z = solution(tables, x)
-        partials = _local.local_jacobian(schedule, tables, z)  # differentiable in z: second orders flow through P
+        maps = comp.linearize(tables, z)  # differentiable in z: second orders flow through the local maps
 
         def matvec(t):
-            return -_jacobian.apply_transposed(schedule, tables, partials, t)
+            return [-a for a in _sweeps.apply_transposed(schedule, tables, maps, t)]
 
         def solve(_, b):  # A t = b  <=>  Dᵀ t = -b
-            return _substitution.forward_substitute(schedule, tables, partials, b)
+            t, infos = _sweeps.forward_substitute(schedule, tables, maps, b)
+            comp._check({"tangents": comp._report(infos)})
+            return t
 
         def transpose_solve(_, c):  # Aᵀ λ = c  <=>  D λ = -c
-            return _substitution.back_substitute(schedule, tables, partials, c)
+            lam, infos = _sweeps.back_substitute(schedule, tables, maps, c)
+            comp._check({"multipliers": comp._report(infos)})
+            return lam
 
-        seed = jnp.zeros(n, z.dtype).at[:d].set(dx.astype(z.dtype))
-        dz = jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
-        return z, dz
+        # b = [dx; 0], built as one flat vector and put in the buffers, so that every buffer is linear
+        # in dx (JAX's transpose of custom_linear_solve needs that, even of a class with no inputs).
+        seed = storage.seed(dx, z[0].dtype, tables["storage"])
+        return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
 
     return solution
 
@@ -98,56 +106,6 @@ def with_gradient(f: Callable, df: Callable) -> Callable:
     return objective
 
 
-def implicit_structured_solution(comp) -> Callable[[dict, dict], dict]:
-    """`z*(tables, x)` of a structured or cyclic program, dicts by name, differentiated as `implicit_solution`.
-
-    The same derivation with the block sweeps of `_block_substitution`: `solve` is the forward
-    substitution through `jax.jvp` of each constraint, `transpose_solve` the back-substitution
-    through `jax.vjp`, with a linear solve on each cyclic block's diagonal block (`_cyclic`);
-    `matvec` is `-Dᵀ t`. `tables` is empty, kept for one calling convention. A failed block gives
-    NaN (and, with `checked=True`, a runtime error), never a silently wrong value.
-    """
-    program, components, layout = comp.program, comp.components, comp.layout
-
-    @jax.custom_jvp
-    def solution(tables, x):
-        z, infos = blocks.solve(program, components, x, comp._root)
-        comp._check({"forward": infos})
-        return z
-
-    @solution.defjvp
-    def solution_jvp(primals, tangents):
-        (tables, x), (_, dx) = primals, tangents
-        z = solution(tables, x)
-        push, pull = blocks.local_pushforward(program, z), blocks.local_pullback(program, z)
-        tangent, adjoint = comp._tangent(z), comp._adjoint(z)
-
-        def matvec(t):
-            return jax.tree.map(jnp.negative, blocks.apply_transposed(program, push, t))
-
-        def solve(_, b):  # A t = b  <=>  Dᵀ t = -b
-            t, infos = blocks.forward_substitute(program, components, push, b, tangent)
-            comp._check({"tangents": infos})
-            return t
-
-        def transpose_solve(_, c):  # Aᵀ λ = c  <=>  D λ = -c
-            lam, infos = blocks.back_substitute(program, components, pull, c, adjoint)
-            comp._check({"multipliers": infos})
-            return lam
-
-        # b = [dx; 0], built as one vector and split into leaves, so that every leaf is linear in dx
-        # (JAX's transpose of custom_linear_solve needs that); the split transposes to a concatenate.
-        dtype = blocks._dtype(z)
-        rest = layout.size - int(layout.offsets[len(layout.input_names)])
-        seed = layout.unflatten(jnp.concatenate([layout.flatten(dx, layout.input_names).astype(dtype), jnp.zeros(rest, dtype)]))
-        return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
-
-    if comp.dicts:
-        return solution
-    # a cyclic scalar program: vectors, as the scalar engine's
-    return lambda tables, x: layout.flatten(solution(tables, layout.unflatten(x, layout.input_names)))
-
-
 class Packing:
     """Inputs and outputs of `as_function`: a flat vector, or a dict keyed by variable name.
 
@@ -156,6 +114,7 @@ class Packing:
     """
 
     def __init__(self, comp):
+        self.storage = comp.storage
         self.d = comp.d
         self.names = list(comp.names)
         self.input_names = [comp.names[i] for i in comp.inputs]
@@ -185,8 +144,9 @@ class Packing:
             return jnp.stack([v.astype(dtype) for v in values])
         return _float(x)
 
-    def solution(self, z: jax.Array, as_dict: bool):
-        """`z` `(n,)`, or a dict `{name: z[i]}` of all n variables."""
+    def solution(self, z, tables, as_dict: bool):
+        """The buffers z as the vector `(n,)`, or a dict `{name: z[i]}` of all n variables."""
+        z = self.storage.to_flat(z, tables["storage"])
         return {name: z[i] for i, name in enumerate(self.names)} if as_dict else z
 
 
@@ -219,13 +179,14 @@ class StructuredPacking:
         self.comp = comp
 
     def check(self, x) -> dict:
-        return self.comp._x(x)
+        return self.comp.layout.check(x, "x", self.comp.input_names)
 
     def vector(self, x) -> dict:
-        return x
+        """The checked dict promoted to one float type (traced); the sweeps stack it by class."""
+        return _layout.promote(x)
 
-    def solution(self, z: dict, as_dict: bool):
-        return z if as_dict else self.comp.layout.flatten(z)
+    def solution(self, z, tables, as_dict: bool):
+        return self.comp.storage.to_dict(z) if as_dict else self.comp.storage.to_flat(z, tables["storage"])
 
 
 def make(comp, output: str, as_dict: bool | None) -> Callable:
@@ -234,22 +195,19 @@ def make(comp, output: str, as_dict: bool | None) -> Callable:
         raise ValueError(f"`output` must be 'f' (the objective f(z*(x))) or 'z' (the solved variables z*(x)); got {output!r}.")
     if as_dict not in (None, True, False):
         raise TypeError(f"`as_dict` must be None, True or False; got {as_dict!r}.")
-    structured = getattr(comp, "dicts", False)
-    if hasattr(comp, "layout"):
-        packing = StructuredPacking(comp) if structured else Packing(comp)
-        solution = implicit_structured_solution(comp)
+    packing = StructuredPacking(comp) if comp.dicts else Packing(comp)
+    solution = implicit_solution(comp)
+    if comp._df_given:  # the user's gradient as the objective's derivative: on a real dict (a pytree)
+        with_df = with_gradient(comp.f, comp.df)
+        objective = lambda z, tables: with_df(comp.storage.to_dict(z) if comp.dicts else comp.storage.to_flat(z, tables["storage"]))  # noqa: E731
     else:
-        packing, solution = Packing(comp), implicit_solution(comp.schedule)
-    if comp._df_given:
-        objective = with_gradient(comp.f, comp.df)
-    else:
-        objective = lambda z: jnp.reshape(comp.f(z), ()).astype(jnp.result_type(*jax.tree.leaves(z)))  # noqa: E731
+        objective = comp.objective
 
     def evaluate(tables, x):
         z = solution(tables, packing.vector(x))
         if output == "f":
-            return objective(z)
-        return packing.solution(z, isinstance(x, Mapping) if as_dict is None else as_dict)
+            return objective(z, tables)
+        return packing.solution(z, tables, isinstance(x, Mapping) if as_dict is None else as_dict)
 
     jitted = jax.jit(evaluate)
 
@@ -257,7 +215,7 @@ def make(comp, output: str, as_dict: bool | None) -> Callable:
         return jitted(comp._tables, packing.check(x))
 
     kind = "f(z*(x)), a scalar" if output == "f" else "z*(x), the solved variables"
-    given = "a dict {name: array} by input name" if structured else f"shape ({comp.d},) or a dict {{name: scalar}} by input name"
+    given = "a dict {name: array} by input name" if comp.dicts else f"shape ({comp.d},) or a dict {{name: scalar}} by input name"
     function.__doc__ = f"{kind}, for inputs `x` of {given}."
     function.__name__ = f"lagjax_{output}"
     return function

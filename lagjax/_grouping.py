@@ -151,11 +151,15 @@ class Split:
 
     def call(self, v: jax.Array, leaves) -> jax.Array:
         """The template applied to `v` with `leaves` (traced or not) in place of the captured data."""
+        return self.function(leaves, v.dtype)(v)
+
+    def function(self, leaves, dtype) -> Callable:
+        """The template with `leaves` in place of the captured data; Python numbers take `dtype`."""
         leaves = [
-            jnp.asarray(leaf, v.dtype) if weak and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+            jnp.asarray(leaf, dtype) if weak and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
             for leaf, weak in zip(leaves, self.weak)
         ]
-        return self.rebuild(iter(leaves))(v)
+        return self.rebuild(iter(leaves))
 
 
 def split(f: Callable) -> Split:
@@ -173,23 +177,47 @@ def as_static(split: Split, f: Callable) -> Split:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Group:
-    """Constraints of arity `k` running one template `f` (and `df`, or None for `jax.grad`).
+    """Constraints running one template on arguments of the same shapes: one `vmap` evaluates them.
 
-    `f(v, data)` and `df(v, data)` take the argument vector `v` (shape `(k,)`) and one member's
-    data, a flat tuple: f's leaves, then df's; `first` is the first member's function, for messages.
+    Two calling conventions, one interface (`apply`): a scalar constraint (`add_constraint`) has
+    `f` of the vector of its k scalar arguments (and `df`, its k partials, or None for `jax.grad`);
+    an array constraint (`add`, `positional=True`) has `f` of its k arguments taken positionally.
+    `data` is one member's captured data, a flat tuple: f's leaves, then df's. `first` is the first
+    member's function, for messages.
     """
 
     f_split: Split
     df_split: Split | None
     k: int
     first: Callable
+    positional: bool = False
+    arg_shapes: tuple = ()
+    out_shape: tuple = ()
+
+    def __post_init__(self):
+        if not self.positional:
+            object.__setattr__(self, "arg_shapes", ((),) * self.k)
 
     @property
     def num_leaves(self) -> int:
         return len(self.f_split.leaves) + (len(self.df_split.leaves) if self.df_split else 0)
 
-    def f(self, v: jax.Array, data: tuple) -> jax.Array:
-        return self.f_split.call(v, data[: len(self.f_split.leaves)])
+    @property
+    def scalar(self) -> bool:
+        """Whether its arguments and value are all scalars: its local Jacobian is k numbers."""
+        return self.out_shape == () and all(s == () for s in self.arg_shapes)
 
-    def df(self, v: jax.Array, data: tuple) -> jax.Array:
-        return self.df_split.call(v, data[len(self.f_split.leaves) :])
+    def apply(self, args, data: tuple) -> jax.Array:
+        """The constraint's value, of shape `out_shape`, from its k argument values (each of its shape)."""
+        leaves = data[: len(self.f_split.leaves)]
+        if self.positional:
+            return self.f_split.function(leaves, args[0].dtype)(*args)
+        v = jnp.stack(args)
+        return jnp.reshape(self.f_split.call(v, leaves), ())
+
+    def partials(self, args, data: tuple) -> jax.Array:
+        """A scalar group's local Jacobian, shape `(k,)`: from `df` if given, else `jax.grad`."""
+        if self.df_split is None:
+            return jnp.stack(jax.grad(lambda *a: self.apply(a, data).astype(a[0].dtype), argnums=tuple(range(self.k)))(*args))
+        v = jnp.stack(args)
+        return jnp.reshape(self.df_split.call(v, data[len(self.f_split.leaves) :]), (self.k,)).astype(v.dtype)

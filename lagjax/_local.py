@@ -2,75 +2,68 @@
 
 Given z, every constraint's value, penalty and partials depend on its own arguments only, so they
 are computed for all constraints at once: one `jax.vmap` per group over its members' arguments and
-captured data (`_grouping`), never a Python loop over constraints.
+captured data (`_grouping`), never a Python loop over constraints. z is the tuple of class buffers
+(`_schedule`).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
-from lagjax._grouping import Group
 from lagjax._schedule import Schedule
 
 
-def scalar_fn(group: Group) -> Callable:
-    """`f` of the group as a map `(k,), data -> ()`."""
-    return lambda v, data: jnp.reshape(group.f(v, data), ())
-
-
-def partials_fn(group: Group) -> Callable:
-    """The partials of the group's `f`: `(k,), data -> (k,)`, from `df` or `jax.grad`."""
-    if group.df_split is None:
-        return jax.grad(scalar_fn(group))
-    return lambda v, data: jnp.reshape(group.df(v, data), (group.k,))
-
-
-def _data_axes(schedule: Schedule, g: int) -> tuple:
+def data_axes(schedule: Schedule, g: int) -> tuple:
     """`vmap` axes of group g's data: 0 for leaves stacked per member, None for shared ones."""
     return tuple(None if one else 0 for one in schedule.group_shared[g])
 
 
-def block_branches(schedule: Schedule, tables: dict) -> list[Callable]:
-    """Per group, the map from a block's argument values `(width, kmax)` and its lanes' ranks among
-    the group's members `(width,)` to its lanes' values `(width,)`."""
-
-    def branch(g: int, group: Group) -> Callable:
-        data, shared = tables["group_data"][g], schedule.group_shared[g]
-        f = jax.vmap(scalar_fn(group), in_axes=(0, _data_axes(schedule, g)))
-
-        def evaluate(values, member):
-            lane_data = tuple(leaf if one else leaf[member] for leaf, one in zip(data, shared))
-            return f(values[:, : group.k], lane_data).astype(values.dtype)
-
-        return evaluate
-
-    return [branch(g, group) for g, group in enumerate(schedule.groups)]
+def member_data(schedule: Schedule, tables: dict, g: int, members) -> tuple:
+    """Group g's data for the members `members` (ranks, any shape); shared leaves as they are."""
+    return tuple(leaf if one else leaf[members] for leaf, one in zip(tables["group_data"][g], schedule.group_shared[g]))
 
 
-def _per_member(schedule: Schedule, tables: dict, z: jax.Array, fn: Callable, width: int) -> jax.Array:
-    """`fn(group)` applied to every group's members, rows concatenated group after group, plus a
-    zero row: `(n - d + 1, width)`, read in place with `lane_source` / `constraint_source`."""
-    rows = []
-    for g, group in enumerate(schedule.groups):
-        args, data = tables["group_args"][g], tuple(tables["group_data"][g])
-        local = jax.vmap(fn(group), in_axes=(0, _data_axes(schedule, g)))(z[args], data).astype(z.dtype).reshape(args.shape[0], -1)
-        rows.append(jnp.pad(local, ((0, 0), (0, width - local.shape[1]))))
-    return jnp.concatenate(rows + [jnp.zeros((1, width), z.dtype)])
+def evaluate(schedule: Schedule, g: int, args: list, data: tuple) -> jax.Array:
+    """Group g's values for a batch of members: `args[p]` `(m, *shape_p)` -> `(m, *shape_out)`."""
+    group = schedule.groups[g]
+    return jax.vmap(lambda a, d: group.apply(a, d), in_axes=(0, data_axes(schedule, g)))(args, data)
 
 
-def penalties(schedule: Schedule, tables: dict, z: jax.Array) -> jax.Array:
-    """`f_i(z[args(i)]) - z[i]` for every constraint, in constraint order: `(n,) -> (n - d,)`."""
-    values = _per_member(schedule, tables, z, scalar_fn, 1)[tables["constraint_source"], 0]
-    return values - z[schedule.d :]
+def arguments(schedule: Schedule, tables: dict, z, g: int) -> list:
+    """Group g's members' arguments read from z: per position, `(m_g, *shape_p)`."""
+    rows = tables["group_arg_rows"][g]
+    return [z[c][rows[:, p]] for p, c in enumerate(schedule.arg_class[g])]
 
 
-def local_jacobian(schedule: Schedule, tables: dict, z: jax.Array) -> jax.Array:
-    """The sparse constraint Jacobian: `P[b, lane, a] = ∂f_i/∂z[args[b, lane, a]]`, shape `(S, width, kmax)`.
+def values(schedule: Schedule, tables: dict, z, g: int) -> jax.Array:
+    """`f_i(z[args(i)])` for group g's members, `(m_g, *shape_out)`, in z's dtype."""
+    data = tuple(tables["group_data"][g])
+    return evaluate(schedule, g, arguments(schedule, tables, z, g), data).astype(z[0].dtype)
 
-    Zero at padding lanes and padding positions. `z` has shape `(n,)`.
-    """
-    partials = _per_member(schedule, tables, z, partials_fn, schedule.kmax)[tables["lane_source"]]
-    return partials.reshape(schedule.num_blocks, schedule.width, schedule.kmax)
+
+def penalties(schedule: Schedule, tables: dict, z) -> list:
+    """`f_i(z[args(i)]) - z_i` at every constraint's row, class buffers (zero at inputs and spare rows)."""
+    out = [jnp.zeros_like(b) for b in z]
+    for g in range(len(schedule.groups)):
+        c, rows = schedule.group_class[g], tables["group_rows"][g]
+        out[c] = out[c].at[rows].set(values(schedule, tables, z, g) - z[c][rows], unique_indices=True)
+    return out
+
+
+def group_partials(schedule: Schedule, tables: dict, z, g: int) -> jax.Array:
+    """A scalar group's local Jacobians, `(m_g, k)`: `∂f_i/∂z[args(i)]`."""
+    group = schedule.groups[g]
+    data = tuple(tables["group_data"][g])
+    args = arguments(schedule, tables, z, g)
+    return jax.vmap(group.partials, in_axes=(0, data_axes(schedule, g)))(args, data).astype(z[0].dtype)
+
+
+def step_partials(schedule: Schedule, tables: dict, per_group: dict, dtype) -> jax.Array:
+    """The scalar groups' partials in step layout, `(S, width, kmax)`; zero at every other lane and
+    at padding positions (one gather from the groups' rows concatenated)."""
+    kmax = schedule.kmax
+    rows = [jnp.pad(per_group[g], ((0, 0), (0, kmax - per_group[g].shape[1]))) for g in schedule.scalar_groups]
+    table = jnp.concatenate(rows + [jnp.zeros((1, kmax), dtype)])
+    P = table[tables["lane_source"]].reshape(schedule.num_steps, schedule.width, kmax)
+    return jnp.where(tables["real"], P, 0)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
 
-from lagjax import _grouping, _signature
+from lagjax import _components, _grouping, _signature
 
 
 class Constraint(NamedTuple):
@@ -101,6 +101,8 @@ class Constraints:
         self._seen: dict[tuple, tuple[int, tuple]] = {}  # (id(f), id(df), k) -> (group, data); records keep f, df alive
         self._pending: dict[Hashable, list[int]] = {}  # a name read before its definition -> the constraints reading it
         self._deferred: list[int] = []  # array constraints whose shape waits for their arguments' (forward references)
+        self._resolved: tuple | None = None  # `resolved()`'s result, while no constraint is added
+        self._resolved_levels: tuple | None = None  # (that result, its levels)
         self.init: dict[Hashable, Any] = {}  # initial guesses of variables on cycles, by name
 
     # --- names <-> indices -------------------------------------------------------------
@@ -137,8 +139,17 @@ class Constraints:
         return tuple(self._groups)
 
     def levels(self) -> np.ndarray:
-        """The level of each variable, shape `(n,)`: 0 for inputs, `1 + max(level of arguments)`."""
-        return np.asarray(self._level, np.int64)
+        """The level of each variable, shape `(n,)`: 0 for inputs, `1 + max(level of arguments)`.
+
+        For a program with forward references, levels are computed from the resolved arguments
+        (`resolved` first); a variable on a cycle has no level, and gets -1.
+        """
+        if not self._pending:
+            return np.asarray(self._level, np.int64)
+        resolved = self.resolved()
+        if self._resolved_levels is None or self._resolved_levels[0] is not resolved:
+            self._resolved_levels = (resolved, _components.levels(self.d, resolved))
+        return self._resolved_levels[1]
 
     def __len__(self) -> int:
         return len(self._constraints)
@@ -265,8 +276,10 @@ class Constraints:
             args = self._forward_references(lhs, rhs)
         shape = None if shape is None else _declared_shape(lhs, shape)
         known = all(0 <= a < len(self._shapes) and self._shapes[a] is not None for a in args)
+        group, data = -1, ()
         if known:
             out_shape = self._infer_shape(lhs, f, rhs, args, shape)
+            group, data = self._group_positional(f, tuple(self._shapes[a] for a in args), out_shape)
         else:  # waits for its arguments (`resolved`)
             self._deferred.append(len(self._constraints))
             out_shape = shape
@@ -276,7 +289,7 @@ class Constraints:
         self._shapes.append(out_shape)
         if init is not None:
             self.init[lhs] = init
-        constraint = Constraint(lhs, i, f, args, tuple(rhs), None, -1, (), True)
+        constraint = Constraint(lhs, i, f, args, tuple(rhs), None, group, data, True)
         self._constraints.append(constraint)
         return constraint
 
@@ -293,9 +306,11 @@ class Constraints:
     # --- forward references: cyclic programs ---------------------------------------------
     @property
     def cyclic(self) -> bool:
-        """Whether some constraint reads itself or a variable defined after it: the program may have
-        cycles, and runs block by block over its strongly connected components (see `resolved`)."""
-        return bool(self._pending)
+        """Whether the program has a cycle: some variable depends on itself, directly or through others.
+
+        Reading a variable defined later is not a cycle by itself; the program is then ordered by its
+        dependencies when it is resolved (`resolved`, called by `Computation`)."""
+        return bool(self._pending) and bool(np.any(self.levels() < 0))
 
     def _forward_references(self, lhs: Hashable, rhs: Sequence[Hashable]) -> tuple[int, ...]:
         """The argument indices, `-1` for a name not defined yet (resolved later), `lhs`'s own for itself."""
@@ -322,6 +337,8 @@ class Constraints:
         """
         if not self._pending:
             return tuple(self._constraints)
+        if self._resolved is not None and len(self._resolved) == len(self._constraints):
+            return self._resolved
         undefined = {name: users for name, users in self._pending.items() if name not in self._index}
         if undefined:
             lines = [
@@ -332,15 +349,17 @@ class Constraints:
                 f"Variables read but never defined: {'; '.join(lines)}. Define each by a constraint "
                 f"(or declare it as an input) before building the Computation."
             )
-        for users in self._pending.values():
-            for c in set(users):
-                record = self._constraints[c]
-                args = tuple(self._index[name] for name in record.arg_names)
-                self._constraints[c] = record._replace(args=args)
-                if self.structured and not record.positional:
-                    self._check_scalar_arguments(record.name, record.arg_names, args)
+        index, records = self._index, self._constraints
+        readers = {c for users in self._pending.values() for c in users}
+        for c in readers:
+            name, i, f, _, arg_names, df, group, data, positional = records[c]
+            args = tuple(map(index.__getitem__, arg_names))
+            records[c] = Constraint(name, i, f, args, arg_names, df, group, data, positional)
+            if self.structured and not positional:
+                self._check_scalar_arguments(name, arg_names, args)
         self._infer_deferred_shapes()
-        return tuple(self._constraints)
+        self._resolved = tuple(self._constraints)
+        return self._resolved
 
     def _infer_deferred_shapes(self) -> None:
         """Shapes of array constraints that read later variables, in dependency order."""
@@ -353,7 +372,10 @@ class Constraints:
                 record = self._constraints[c]
                 if c in inferred or any(self._shapes[a] is None for a in record.args):
                     continue
-                self._shapes[record.i] = self._infer_shape(record.name, record.f, record.arg_names, record.args, given[c])
+                out_shape = self._infer_shape(record.name, record.f, record.arg_names, record.args, given[c])
+                self._shapes[record.i] = out_shape
+                group, data = self._group_positional(record.f, tuple(self._shapes[a] for a in record.args), out_shape)
+                self._constraints[c] = record._replace(group=group, data=data)
                 inferred.add(c)
                 progress = True
             if not progress:
@@ -402,6 +424,28 @@ class Constraints:
                 split = _grouping.as_static(split, f)
         self._splits[(id(f), k)] = (f, split)  # keeps f alive, so its id stays its own
         return split
+
+    def _group_positional(self, f: Callable, shapes: tuple, out_shape: tuple) -> tuple[int, tuple]:
+        """The group of an array constraint's `f` on arguments of `shapes`, and the data it captures."""
+        cached = self._splits.get((id(f), shapes))
+        if cached is not None and cached[0] is f:
+            split = cached[1]
+        else:
+            split = _grouping.split(f)
+            template = (split.key, shapes)
+            if split.leaves and template not in self._lifted:
+                if template not in self._unliftable and _signature.liftable_positional(split, shapes, out_shape):
+                    self._lifted.add(template)
+                else:
+                    self._unliftable.add(template)
+                    split = _grouping.as_static(split, f)
+            self._splits[(id(f), shapes)] = (f, split)
+        key = ("positional", split.key, shapes)
+        group = self._group_of.get(key)
+        if group is None:
+            group = self._group_of[key] = len(self._groups)
+            self._groups.append(_grouping.Group(split, None, len(shapes), f, True, shapes, out_shape))
+        return group, split.leaves
 
     def _group(self, f: Callable, df: Callable | None, k: int, lhs: Hashable) -> tuple[int, tuple]:
         """The group of `(f, df)` at arity `k` and the data it captures; a new group is checked first."""

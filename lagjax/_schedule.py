@@ -1,29 +1,35 @@
 """The schedule: everything static about a program, built once with NumPy.
 
-Constraints that run the same code at the same arity form a *group* (`_grouping`); a group is evaluated with one
-`jax.vmap`. The *level* of a variable is 0 for inputs and `1 + max(level of its arguments)` for a
-constraint, so constraints of one level are independent of each other.
+**Storage.** Variables of one shape form a *class*; a class is stored as one buffer `(rows, *shape)`,
+its inputs first, then the rows its steps write, then `width` spare rows (where steps that do not
+write the class write, unread). Scalars are the class of shape `()`: a plain vector.
 
-The sweeps run over *blocks*: `width` lanes of constraints that share a level and a group, blocks
-ordered by level. One scan step handles one block, vectorised across its lanes. Width 1 is the plain
-topological order (deep, narrow programs pay no padding); a large width is a level-by-level sweep
-(wide programs). `_choose_width` picks it from the program's shape, by a cost model of a scan step.
+**Nodes.** The condensation of the dependency graph (`_components.condensation`) gives every
+variable a level; the nodes of a level are independent. A node is an acyclic constraint or a cyclic
+block (a strongly connected component with a cycle).
 
-The sweeps carry their vectors in *slot order*: the inputs, then the blocks' lanes one after
-another (slot `d + b * width + lane`), so each block writes one contiguous slice
-(`dynamic_update_slice`, in place) instead of scattering. `slot_of` maps variables to slots.
-A padding lane (a block not full) owns a slot nothing reads, and reads the arguments of its block's
-first lane, so the functions are only ever evaluated where the program evaluates them; a padding
-argument position (arity below `kmax`) repeats the lane's first argument, with a zero partial.
+**Steps.** Constraints that run the same code on arguments of the same shapes form a *group*
+(`_grouping`). A step is up to `width` lanes of one group at one level, evaluated with one `vmap`;
+the sweeps loop over steps (`lax.scan`), switching on the step's group. So the compiled sweep holds
+one branch per group: compile time grows with the number of groups, not with the program.
+Constraints of a cyclic block are lanes too (their rows of the substitutions), in steps of their own;
+in the forward pass they are skipped, and the block is solved as one at the end of its level.
 
-The tables in variable numbering (`out`, `args`), for the Jacobian views, use n (one past the
-last variable) for the output of padding lanes and at padding positions.
+**Segments.** The steps are cut after each level holding cyclic blocks: a segment is a run of steps
+and then at most one block, solved (forward: root finding; backward: a linear solve on its diagonal
+block) between two runs of steps. Without cycles there is one segment.
+
+Each class's steps have their own width (`_choose_width`, a cost model of a scan step): deep narrow
+programs pay no padding, wide levels are swept lane-parallel. A padding lane (a step not full) writes
+a row nothing reads and reads the arguments of its step's first lane, so functions are only ever
+evaluated where the program evaluates them; a padding argument position (arity below `kmax`) points
+at a spare row, with a zero partial, masked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import math
 from typing import Sequence
 
 import numpy as np
@@ -32,8 +38,8 @@ from lagjax import _grouping
 from lagjax._grouping import Group
 
 # The cost model of one scan step, in nanoseconds, measured on CPU (XLA, 2 cores), for the forward
-# sweep. Blocks of at most `DYNAMIC_READS_MAX_WIDTH` lanes read their arguments with one
-# `dynamic_slice` each; wider blocks gather, and a gather from the carried vector in the same step
+# sweep of scalars. Steps of at most `DYNAMIC_READS_MAX_WIDTH` lanes read their arguments with one
+# `dynamic_slice` each; wider steps gather, and a gather from the carried vector in the same step
 # as its in-place update costs time growing with the vector's length. (At 4 lanes, 16 slices per
 # step hit a slow path of their own: 6x slower than 2 lanes on a 2·10⁴-constraint program.)
 DYNAMIC_READS_MAX_WIDTH = 2
@@ -43,153 +49,241 @@ _LANE_NS = 30.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class Block:
+    """A cyclic block: the variables `names` (indices `variables`) of one strongly connected
+    component with a cycle, defined by the constraints `constraints` (positions), solved as one.
+
+    `u` is the block's variables flattened, class after class (`classes`, in order), each class's
+    variables in index order: `rows[c]` are their rows in class c, `offsets[c]` where they start in u.
+    Per group holding some of its constraints (`groups`): `members[g]` their ranks among the group's
+    members, `out[g]` their variables' positions among the block's variables of the output class,
+    and per argument `inside[g]` (whether it is a variable of the block), `at[g]` (its position
+    among the block's variables of its class if inside, else its row in its class).
+    """
+
+    index: int
+    variables: np.ndarray
+    names: tuple
+    constraints: np.ndarray
+    classes: tuple[int, ...]
+    rows: dict
+    offsets: dict
+    size: int
+    groups: tuple[int, ...]
+    members: dict
+    out: dict
+    inside: dict
+    at: dict
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Schedule:
-    """Static tables of a program (NumPy int32/bool arrays; S blocks of `width` lanes).
+    """Static tables of a program (see the module docstring); S steps of at most `width` lanes.
 
     Attributes:
       d, n: numbers of inputs and of variables.
-      width: lanes per block.
+      shapes: the classes' shapes; `rows[c]` the rows of class c's buffer (spare rows included).
+      widths: per class, the lanes of its steps; `width` the largest.
       kmax: the largest arity.
       depth: the largest level.
-      groups: the `Group`s, indexed by group id.
-      out: (S, width) index defined by each lane; n for padding lanes.
-      args: (S, width, kmax) argument indices of each lane; n for padding positions.
-      slots: (S, width, kmax) the arguments' slots (see the module docstring).
-      start: (S,) the first slot of each block, `d + b * width`.
-      slot_of: (n,) the slot of each variable.
-      valid: (S, width) whether a lane holds a constraint.
-      block_group: (S,) the group id of each block.
-      group_slots: per group, (m_g,) flat lane indices (into S * width) of its constraints.
-      group_constraints: per group, (m_g,) their constraint numbers (variable d + c).
-      group_args: per group, (m_g, k_g) their argument indices.
-      member: (S, width) each lane's rank among its group's constraints.
-      group_data: per group, a tuple of arrays (m_g, ...): what its members' functions capture;
-        a leaf all members share is kept once, unstacked (see `group_shared`).
-      group_shared: per group, per leaf, whether it is shared (static).
-      lane_source: (S * width,) each lane's row among all groups' members concatenated (group after
-        group, in member order); n - d (one past the last) for padding lanes.
-      constraint_source: (n - d,) the same row for each constraint.
-      first_use: (S, width, kmax) whether an argument position is the first occurrence of its
-        variable in its lane (used to read the dense D, where repeated arguments are summed).
-      real: (S, width, kmax) whether an argument position holds a real argument (not padding):
-        the sweeps mask the others, so that an infinite value times a zero partial adds nothing.
+      groups: the `Group`s; `group_class[g]` the class of group g's values, `arg_class[g]` its arguments'.
+      var_class, var_row: (n,) each variable's class and row.
+      class_vars: per class, its variables in index order (their rows: `var_row[class_vars[c]]`).
+      blocks: the cyclic `Block`s, dependencies first.
+      segments: (begin, end, block) per segment: steps begin..end-1, then block (an index, or -1).
+      step_group: (S,) each step's group; `step_member` (S,) whether its lanes are a block's constraints.
+      out: (S, width) the variable of each lane; n for padding lanes.
+      start: (S, C) where each step writes in each class (a spare row for classes it does not write).
+      member: (S, width) each lane's rank among its group's members.
+      arg_rows: (S, width, kmax) the row of each argument in its class (a spare row at padding).
+      real: (S, width, kmax) whether an argument position pushes to its argument in the sweeps: a real
+        argument of a real lane, outside the lane's own cyclic block.
+      scatter: per class c, (S, lanes_c, kmax_c) rows where the step's contributions to class c's
+        multipliers go: the positions of its group reading class c, compacted (`positions[g][c]`).
+      group_vars, group_rows, group_args: per group, its members' variables (m_g,), their rows, and
+        their arguments' variables (m_g, k).
+      group_data, group_shared: per group, its members' captured data stacked (a leaf all share kept once).
+      lane_source: (S * width,) each lane's row among the scalar groups' members concatenated (group
+        after group); the last row (zeros) for other lanes. `scalar_groups` those groups.
     """
 
     d: int
     n: int
+    shapes: tuple
+    rows: tuple
+    widths: tuple
     width: int
     kmax: int
     depth: int
     groups: tuple[Group, ...]
+    group_class: tuple
+    arg_class: tuple
+    positions: tuple
+    var_class: np.ndarray
+    var_row: np.ndarray
+    class_vars: tuple
+    blocks: tuple[Block, ...]
+    segments: tuple
+    step_group: np.ndarray
+    step_member: np.ndarray
     out: np.ndarray
-    args: np.ndarray
-    slots: np.ndarray
     start: np.ndarray
-    slot_of: np.ndarray
-    valid: np.ndarray
-    block_group: np.ndarray
-    group_slots: tuple[np.ndarray, ...]
-    group_constraints: tuple[np.ndarray, ...]
-    group_args: tuple[np.ndarray, ...]
     member: np.ndarray
-    group_data: tuple[tuple[np.ndarray, ...], ...]
-    group_shared: tuple[tuple[bool, ...], ...]
-    lane_source: np.ndarray
-    constraint_source: np.ndarray
-    first_use: np.ndarray
+    arg_rows: np.ndarray
     real: np.ndarray
+    scatter: tuple
+    scatter_lanes: tuple
+    scatter_kmax: tuple
+    scalar_class: int
+    lane_args: np.ndarray
+    forward_branch: np.ndarray
+    substitution_branch: np.ndarray
+    group_vars: tuple
+    group_rows: tuple
+    group_args: tuple
+    group_data: tuple
+    group_shared: tuple
+    scalar_groups: tuple
+    lane_source: np.ndarray
 
     @property
-    def num_blocks(self) -> int:
+    def num_steps(self) -> int:
         return self.out.shape[0]
 
     @property
-    def num_slots(self) -> int:
-        """The length of the vectors the sweeps carry: `d + S * width`."""
-        return self.d + self.num_blocks * self.width
+    def num_classes(self) -> int:
+        return len(self.shapes)
 
     @property
-    def dynamic_reads(self) -> bool:
-        """Whether the sweeps read arguments with one `dynamic_slice` each, rather than a gather."""
-        return self.width <= DYNAMIC_READS_MAX_WIDTH
+    def written(self) -> tuple[int, ...]:
+        """The classes some constraint defines (the forward sweeps write only these)."""
+        return tuple(sorted(set(self.group_class)))
+
+    def dynamic_reads(self, c: int) -> bool:
+        """Whether steps of class c read their arguments with one `dynamic_slice` each, not a gather."""
+        return self.widths[c] <= DYNAMIC_READS_MAX_WIDTH
 
     def tables(self) -> dict:
         """The arrays the traced sweeps read, as a pytree (passed as arguments, not constants)."""
+        segments = np.asarray(self.segments, np.int32).reshape(-1, 3)
         return dict(
+            forward_branch=self.forward_branch,
+            substitution_branch=self.substitution_branch,
+            lane_args=self.lane_args,
+            segments=(segments[:, 0], segments[:, 1], segments[:, 2]),
+            group_vars=[np.asarray(v, np.int32) for v in self.group_vars],
+            group_args=[np.asarray(a, np.int32) for a in self.group_args],
             out=self.out,
-            args=self.args,
-            slots=self.slots,
             start=self.start,
-            slot_of=self.slot_of,
-            valid=self.valid,
-            block_group=self.block_group,
-            group_args=list(self.group_args),
             member=self.member,
-            group_data=list(self.group_data),
-            lane_source=self.lane_source,
-            constraint_source=self.constraint_source,
-            first_use=self.first_use,
+            arg_rows=self.arg_rows,
             real=self.real,
+            scatter=list(self.scatter),
+            group_rows=list(self.group_rows),
+            group_arg_rows=[self.var_row[a] for a in self.group_args],
+            group_data=[list(data) for data in self.group_data],
+            lane_source=self.lane_source,
+            var_row=self.var_row,
+            class_rows=[self.var_row[v] for v in self.class_vars],
         )
 
 
-def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.ndarray) -> Schedule:
-    """Build the schedule of `d` inputs and `constraints` (records with `i`, `args`, `group`, `data`).
+def build(d: int, shapes: Sequence[tuple], constraints: Sequence, groups: Sequence[Group], level: np.ndarray, blocks: Sequence[np.ndarray], names: Sequence) -> Schedule:
+    """Build the schedule of `d` inputs and `constraints` (records with `args`, `group`, `data`).
 
-    `groups` are the constraints' groups (`Constraints.groups`), `levels` the variables' levels.
+    `shapes`: every variable's shape; `groups`: the constraints' groups; `level`: every variable's
+    level and `blocks` the cyclic blocks' variables (`_components.condensation`).
     """
     n_c = len(constraints)
     n = d + n_c
-    arity = np.array([len(c.args) for c in constraints], np.int64)
+    G = len(groups)
+    # --- classes -------------------------------------------------------------------------
+    class_of_shape: dict = {}
+    var_class = np.fromiter((class_of_shape.setdefault(tuple(s), len(class_of_shape)) for s in shapes), np.int64, n)
+    class_shapes = tuple(class_of_shape)
+    C = len(class_shapes)
+    group_class = tuple(class_of_shape[tuple(g.out_shape)] for g in groups)
+    arg_class = tuple(tuple(class_of_shape.get(tuple(s), -1) for s in g.arg_shapes) for g in groups)
+    positions = tuple(tuple(tuple(p for p, a in enumerate(arg_class[g]) if a == c) for c in range(C)) for g in range(G))
+    arity = np.fromiter((len(c.args) for c in constraints), np.int64, n_c)
     kmax = int(arity.max(initial=1))
-    gid = np.array([c.group for c in constraints], np.int64)
-    flat = np.fromiter(itertools.chain.from_iterable([c.args for c in constraints]), np.int32, int(arity.sum()))
-    args_c = np.full((n_c, kmax), n, np.int32)
+    gid = np.fromiter((c.group for c in constraints), np.int64, n_c)
+    flat = np.fromiter((a for c in constraints for a in c.args), np.int64, int(arity.sum()))
+    args_c = np.full((n_c, kmax), -1, np.int64)
     args_c[np.repeat(np.arange(n_c), arity), np.arange(flat.size) - np.repeat(np.cumsum(arity) - arity, arity)] = flat
-    level_c = np.asarray(levels[d:n], np.int64)
 
-    # Sort constraints by (level, group); a run is one (level, group) pair.
-    order = np.lexsort((gid, level_c))
-    run_key = level_c[order] * max(len(groups), 1) + gid[order]
-    run_start = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]]) if n_c else np.zeros(0, int)
-    run_count = np.diff(np.r_[run_start, n_c])
-    width = _choose_width(run_count, n, kmax)
+    # --- blocks: which constraints are members ---------------------------------------------
+    block_of = np.full(n, -1, np.int64)
+    for b, variables in enumerate(blocks):
+        block_of[variables] = b
+    member_c = block_of[d:] >= 0
+    level_c = np.asarray(level[d:n], np.int64)
 
-    # Cut each run into blocks of `width` lanes.
-    run_blocks = -(-run_count // width)
-    run_first_block = np.r_[0, np.cumsum(run_blocks)[:-1]].astype(np.int64)
-    num_blocks = int(run_blocks.sum())
+    # --- steps: runs of (level, member, group), cut into steps of their class's width --------
+    order = np.lexsort((gid, member_c, level_c))
+    key = (level_c[order] * 2 + member_c[order]) * max(G, 1) + gid[order]
+    run_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n_c else np.zeros(0, np.int64)
+    run_count = np.diff(np.r_[run_start, n_c]).astype(np.int64)
+    run_group = gid[order][run_start] if n_c else np.zeros(0, np.int64)
+    run_class = np.asarray(group_class, np.int64)[run_group] if n_c else np.zeros(0, np.int64)
+    class_rows = np.bincount(var_class, minlength=C)
+    widths = tuple(
+        _choose_width(run_count[run_class == c], int(class_rows[c]), kmax, math.prod(class_shapes[c])) for c in range(C)
+    )
+    width = max(widths, default=1)
+    run_width = np.asarray(widths, np.int64)[run_class] if n_c else np.zeros(0, np.int64)
+    run_steps = -(-run_count // np.maximum(run_width, 1))
+    run_first_step = np.r_[0, np.cumsum(run_steps)[:-1]].astype(np.int64)
+    S = int(run_steps.sum())
     run_of = np.repeat(np.arange(len(run_count)), run_count)
     rank = np.arange(n_c) - run_start[run_of]
-    slot = (run_first_block[run_of] + rank // width) * width + rank % width
+    lane_w = run_width[run_of]
+    step_of = run_first_step[run_of] + rank // lane_w  # per sorted constraint
+    lane_of = rank % lane_w
 
-    out = np.full(num_blocks * width, n, np.int32)
-    out[slot] = d + order
-    args = np.full((num_blocks * width, kmax), n, np.int32)
-    args[slot] = args_c[order]
-    valid = np.zeros(num_blocks * width, bool)
-    valid[slot] = True
-    out = out.reshape(num_blocks, width)
-    valid = valid.reshape(num_blocks, width)
-    args = args.reshape(num_blocks, width, kmax)
-    args = np.where(valid[..., None], args, args[:, :1, :])  # padding lanes copy lane 0
-    slot_of = np.arange(n, dtype=np.int32)
-    slot_of[d + order] = d + slot
-    slots = slot_of[np.where(args == n, args[..., :1], args)]  # padding positions repeat the first
-    block_group = np.zeros(num_blocks, np.int32)
-    block_group[run_first_block[run_of] + rank // width] = gid[order]
+    out = np.full((S, width), n, np.int64)
+    out[step_of, lane_of] = d + order
+    valid = out < n
+    step_group = np.zeros(S, np.int64)
+    step_group[step_of] = gid[order]
+    step_member = np.zeros(S, bool)
+    step_member[step_of] = member_c[order]
+    step_level = np.zeros(S, np.int64)
+    step_level[step_of] = level_c[order]
+    step_class = np.asarray(group_class, np.int64)[step_group] if G else np.zeros(S, np.int64)
 
-    group_of_sorted = gid[order]
-    group_slots, group_constraints, group_args, group_data, group_shared = [], [], [], [], []
-    member = np.zeros(num_blocks * width, np.int32)  # each lane's rank in its group's member list
+    # --- rows: per class, inputs first, then the steps' lanes in step order, then spare rows ----
+    var_row = np.zeros(n, np.int64)
+    inputs_per_class = np.bincount(var_class[:d], minlength=C)
+    for c in range(C):
+        mine = np.flatnonzero(var_class[:d] == c)
+        var_row[mine] = np.arange(mine.size)
+    steps_per_class = np.bincount(step_class, minlength=C)
+    start = np.zeros((S, C), np.int64)
+    rows = []
+    for c in range(C):
+        mine = np.flatnonzero(step_class == c)
+        first = inputs_per_class[c] + widths[c] * np.arange(mine.size)
+        spare = inputs_per_class[c] + widths[c] * steps_per_class[c]
+        start[:, c] = spare
+        start[mine, c] = first
+        rows.append(int(spare + widths[c]))
+    var_row[d + order] = start[step_of, step_class[step_of]] + lane_of
+    spare_row = np.asarray([r - w for r, w in zip(rows, widths)], np.int64)
+
+    # --- lanes' arguments -----------------------------------------------------------------
+    member = np.zeros((S, width), np.int64)
+    group_vars, group_rows, group_args, group_data, group_shared = [], [], [], [], []
+    sorted_group = gid[order]
     for g, group in enumerate(groups):
-        members = group_of_sorted == g
-        group_slots.append(slot[members].astype(np.int32))
-        group_constraints.append(order[members].astype(np.int32))
-        group_args.append(args_c[order[members], : group.k])
-        member[slot[members]] = np.arange(members.sum())
-        leaves = [[constraints[c].data[j] for c in group_constraints[-1]] for j in range(group.num_leaves)]
-        shared = tuple(all(_grouping.same(leaf, column[0]) for leaf in column) for column in leaves)
+        mine = sorted_group == g
+        variables = (d + order[mine]).astype(np.int64)
+        group_vars.append(variables)
+        group_rows.append(var_row[variables])
+        group_args.append(args_c[order[mine], : group.k])
+        member[step_of[mine], lane_of[mine]] = np.arange(mine.sum())
+        leaves = [[constraints[v - d].data[j] for v in variables] for j in range(group.num_leaves)]
+        shared = tuple(bool(column) and all(_grouping.same(leaf, column[0]) for leaf in column) for column in leaves)
         group_shared.append(shared)
         group_data.append(
             tuple(
@@ -197,64 +291,171 @@ def build(d: int, constraints: Sequence, groups: Sequence[Group], levels: np.nda
                 for column, one in zip(leaves, shared)
             )
         )
-    member = member.reshape(num_blocks, width)
     member = np.where(valid, member, member[:, :1])  # padding lanes copy lane 0
-    # Where each lane's and each constraint's row is among all groups' members, concatenated
-    # group after group (one gather puts per-group results in place; padding lanes read a zero row).
-    offsets = np.r_[0, np.cumsum([len(c) for c in group_constraints])]
-    lane_source = np.full(num_blocks * width, n_c, np.int32)
-    constraint_source = np.zeros(n_c, np.int32)
-    for g in range(len(groups)):
-        lane_source[group_slots[g]] = offsets[g] + np.arange(len(group_slots[g]))
-        constraint_source[group_constraints[g]] = offsets[g] + np.arange(len(group_constraints[g]))
+    lane_args = np.full((S, width, kmax), -1, np.int64)
+    lane_args[step_of, lane_of] = args_c[order]
+    lane_args = np.where(valid[..., None], lane_args, lane_args[:, :1])  # padding lanes read lane 0's arguments
+    present = lane_args >= 0
+    arg_rows = np.where(present, var_row[np.maximum(lane_args, 0)], 0)
+    # a padding position points at a spare row of the class its position has in the step's group
+    pos_class = np.full((S, kmax), 0, np.int64)
+    for g in range(G):
+        for p, c in enumerate(arg_class[g]):
+            pos_class[step_group == g, p] = c
+    arg_rows = np.where(present, arg_rows, spare_row[pos_class][:, None, :])
+    own_block = block_of[np.minimum(out, n - 1)]
+    arg_block = block_of[np.maximum(lane_args, 0)]
+    real = valid[..., None] & present & ~((own_block[..., None] >= 0) & (arg_block == own_block[..., None]))
 
-    real = valid[..., None] & (args != n)  # argument positions that hold a real argument
-    first_use = real.copy()
-    for a in range(1, kmax):
-        first_use[..., a] &= np.all(args[..., :a] != args[..., a : a + 1], axis=-1)
+    # --- where each step's contributions to the multipliers of each class go ------------------
+    scatter, scatter_lanes, scatter_kmax = [], [], []
+    for c in range(C):
+        readers = [g for g in range(G) if positions[g][c]]
+        kc = max((len(positions[g][c]) for g in readers), default=0)
+        lanes = max((widths[group_class[g]] for g in readers), default=0)
+        rows_c = np.full((S, lanes, kc), spare_row[c], np.int64)
+        for g in readers:
+            steps = step_group == g
+            wg = widths[group_class[g]]
+            for j, p in enumerate(positions[g][c]):
+                target = arg_rows[steps, :wg, p]
+                rows_c[steps, :wg, j] = np.where(real[steps, :wg, p], target, spare_row[c])
+        scatter.append(rows_c)
+        scatter_lanes.append(lanes)
+        scatter_kmax.append(kc)
 
+    # --- the scalar groups' partials, put in step layout by one gather -------------------------
+    scalar_groups = tuple(g for g, group in enumerate(groups) if group.scalar)
+    lane_source = np.full(S * width, 0, np.int64)
+    offset = 0
+    for g in scalar_groups:
+        m = len(group_vars[g])
+        mine = sorted_group == g
+        lane_source[step_of[mine] * width + lane_of[mine]] = offset + np.arange(m)
+        offset += m
+    lane_source = np.where(valid.reshape(-1) & np.isin(step_group, scalar_groups).repeat(width), lane_source, offset)
+
+    # --- blocks and segments ----------------------------------------------------------------
+    block_records = tuple(
+        _block(b, variables, d, constraints, class_shapes, var_class, var_row, group_vars, names)
+        for b, variables in enumerate(blocks)
+    )
+    segments = []
+    begin = 0
+    block_level = [int(level[variables[0]]) for variables in blocks]
+    for b in sorted(range(len(blocks)), key=lambda b: (block_level[b], b)):
+        end = int(np.searchsorted(step_level, block_level[b], side="right"))
+        segments.append((begin, end, b))
+        begin = end
+    if begin < S or not segments:
+        segments.append((begin, S, -1))
+
+    forward_branch = np.where(step_member, G, step_group)  # a block's constraints: the "skip" branch
+    vector_groups = [g for g in range(G) if not groups[g].scalar]
+    branch_of = np.zeros(max(G, 1), np.int64)
+    first = 1 if scalar_groups else 0
+    branch_of[vector_groups] = first + np.arange(len(vector_groups))
+    substitution_branch = branch_of[step_group] if G else np.zeros(S, np.int64)
+    i32 = lambda a: np.asarray(a, np.int32)  # noqa: E731
     return Schedule(
         d=d,
         n=n,
+        shapes=class_shapes,
+        rows=tuple(rows),
+        widths=widths,
         width=width,
         kmax=kmax,
-        depth=int(level_c.max(initial=0)),
+        depth=int(level.max(initial=0)),
         groups=tuple(groups),
-        member=member,
+        group_class=group_class,
+        arg_class=arg_class,
+        positions=positions,
+        var_class=var_class,
+        var_row=i32(var_row),
+        class_vars=tuple(np.flatnonzero(var_class == c) for c in range(C)),
+        blocks=block_records,
+        segments=tuple(segments),
+        step_group=i32(step_group),
+        step_member=step_member,
+        out=i32(out),
+        start=i32(start),
+        member=i32(member),
+        arg_rows=i32(arg_rows),
+        real=real,
+        scatter=tuple(i32(s) for s in scatter),
+        scatter_lanes=tuple(scatter_lanes),
+        scatter_kmax=tuple(scatter_kmax),
+        scalar_class=class_of_shape.get((), -1),
+        lane_args=i32(np.where(lane_args >= 0, lane_args, 0)),
+        forward_branch=i32(forward_branch),
+        substitution_branch=i32(substitution_branch),
+        group_vars=tuple(group_vars),
+        group_rows=tuple(i32(r) for r in group_rows),
+        group_args=tuple(group_args),
         group_data=tuple(group_data),
         group_shared=tuple(group_shared),
-        lane_source=lane_source,
-        constraint_source=constraint_source,
-        out=out,
-        args=args,
-        slots=slots.astype(np.int32),
-        start=(d + width * np.arange(num_blocks)).astype(np.int32),
-        slot_of=slot_of,
-        valid=valid,
-        block_group=block_group,
-        group_slots=tuple(group_slots),
-        group_constraints=tuple(group_constraints),
-        group_args=tuple(group_args),
-        first_use=first_use,
-        real=real,
+        scalar_groups=scalar_groups,
+        lane_source=i32(lane_source),
     )
 
 
-def step_ns(width: int, n: int, kmax: int) -> float:
-    """The modelled time of one forward-sweep step over a block of `width` lanes."""
+def _block(b, variables, d, constraints, class_shapes, var_class, var_row, group_vars, names) -> Block:
+    """The tables of one cyclic block (see `Block`)."""
+    variables = np.sort(np.asarray(variables, np.int64))
+    classes = tuple(sorted(set(var_class[variables].tolist())))
+    position = {}  # variable -> its position among the block's variables of its class
+    rows, offsets, size = {}, {}, 0
+    for c in classes:
+        mine = variables[var_class[variables] == c]
+        rows[c] = var_row[mine].astype(np.int32)
+        offsets[c] = size
+        size += mine.size * math.prod(class_shapes[c])
+        position.update({int(v): j for j, v in enumerate(mine)})
+    cons = variables - d
+    by_group: dict = {}
+    for c in cons.tolist():
+        by_group.setdefault(constraints[c].group, []).append(c)
+    members, out, inside, at = {}, {}, {}, {}
+    for g, cs in by_group.items():
+        rank = {int(v): r for r, v in enumerate(group_vars[g])}
+        members[g] = np.asarray([rank[d + c] for c in cs], np.int32)
+        out[g] = np.asarray([position[d + c] for c in cs], np.int32)
+        a = np.asarray([constraints[c].args for c in cs], np.int64)
+        ins = np.isin(a, variables)
+        inside[g] = ins
+        at[g] = np.where(ins, np.vectorize(lambda v: position.get(int(v), 0))(a), var_row[a]).astype(np.int32)
+    return Block(
+        index=b,
+        variables=variables,
+        names=tuple(names[v] for v in variables.tolist()),
+        constraints=cons,
+        classes=classes,
+        rows=rows,
+        offsets=offsets,
+        size=size,
+        groups=tuple(sorted(by_group)),
+        members=members,
+        out=out,
+        inside=inside,
+        at=at,
+    )
+
+
+def step_ns(width: int, n: int, kmax: int, size: int = 1) -> float:
+    """The modelled time of one forward-sweep step over `width` lanes of values of `size` numbers."""
     if width <= DYNAMIC_READS_MAX_WIDTH:
-        return _DYNAMIC_STEP_NS + width * (kmax * _DYNAMIC_READ_NS + _LANE_NS)
-    return _GATHER_STEP_NS + n * _GATHER_STEP_NS_PER_VARIABLE + width * _LANE_NS
+        return _DYNAMIC_STEP_NS + width * (kmax * _DYNAMIC_READ_NS + _LANE_NS * size)
+    return _GATHER_STEP_NS + n * size * _GATHER_STEP_NS_PER_VARIABLE + width * _LANE_NS * size
 
 
-def _choose_width(run_count: np.ndarray, n: int, kmax: int) -> int:
-    """The power-of-two width minimising the modelled sweep time, `Σ_runs blocks(run) * step_ns(width)`."""
+def _choose_width(run_count: np.ndarray, n: int, kmax: int, size: int = 1) -> int:
+    """The power-of-two width minimising the modelled sweep time, `Σ_runs steps(run) * step_ns(width)`."""
     if run_count.size == 0:
         return 1
     best, best_cost = 1, None
     width = 1
     while True:
-        cost = float(np.sum(-(-run_count // width))) * step_ns(width, n, kmax)
+        cost = float(np.sum(-(-run_count // width))) * step_ns(width, n, kmax, size)
         if best_cost is None or cost < best_cost:
             best, best_cost = width, cost
         if width >= run_count.max():

@@ -84,6 +84,18 @@ def liftable(split, k: int, shapes: tuple[tuple, ...]) -> bool:
     return isinstance(out, jax.ShapeDtypeStruct) and out.shape in shapes
 
 
+def liftable_positional(split, shapes: tuple[tuple, ...], out_shape: tuple) -> bool:
+    """Whether an array constraint's template runs with its captured data traced, returning `out_shape`
+    for arguments of `shapes` (see `liftable`)."""
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+    data = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in map(_grouping.resolve, split.leaves))
+    try:
+        out = jax.eval_shape(lambda args, data: split.function(data, jnp.float32)(*args), args, data)
+    except Exception:  # noqa: BLE001  (any failure means: do not lift; the plain function was checked)
+        return False
+    return isinstance(out, jax.ShapeDtypeStruct) and tuple(out.shape) == tuple(out_shape)
+
+
 def _traced(fn: Callable, probes, what: str, described: str):
     """`jax.eval_shape(fn, *probes)`, the user's own error shown beneath ours when it fails to trace."""
     try:

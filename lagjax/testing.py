@@ -69,7 +69,7 @@ def reference_solve(comp: Computation) -> Callable:
     if _cyclic(comp):
         return functools.partial(_plain_cyclic_solve, comp)
     if _structured(comp):
-        return functools.partial(_plain_structured_solve, comp.constraints)
+        return functools.partial(_plain_structured_solve, evaluation_order(comp))
     steps = _STEPS.get(comp)
     if steps is None:
         functions = {id(c.f): c.f for c in comp.constraints}
@@ -79,11 +79,41 @@ def reference_solve(comp: Computation) -> Callable:
     def solve(x):
         x = jnp.asarray(x)
         z = jnp.zeros(comp.n, x.dtype).at[: comp.d].set(x)
-        for c in comp.constraints:  # indices as arrays: compiled once, not once per index
+        for c in evaluation_order(comp):  # indices as arrays: compiled once, not once per index
             z = steps[id(c.f)](z, jnp.asarray(c.args), jnp.asarray(c.i))
         return z
 
     return solve
+
+
+def evaluation_order(comp: Computation) -> list:
+    """The constraints of an acyclic program in an order where each comes after its arguments.
+
+    A depth-first search of its own (not lagjax's levels), with an explicit stack: the oracles'
+    plain loop must not share the engine's ordering code.
+    """
+    d, records = comp.d, comp.constraints
+    state = [2] * d + [0] * len(records)  # 0 unvisited, 1 on the path, 2 done
+    order = []
+    for root in range(d, comp.n):
+        if state[root]:
+            continue
+        state[root] = 1
+        path = [(root, iter(records[root - d].args))]
+        while path:
+            v, arguments = path[-1]
+            for a in arguments:
+                if state[a] == 1:
+                    raise ValueError(f"{comp.names[a]!r} lies on a cycle: the program has no evaluation order.")
+                if state[a] == 0:
+                    state[a] = 1
+                    path.append((a, iter(records[a - d].args)))
+                    break
+            else:
+                state[v] = 2
+                order.append(records[v - d])
+                path.pop()
+    return order
 
 
 _MAX_JITTED_STEPS = 16  # more distinct functions (closures, say): eager, rather than a compile each
@@ -128,7 +158,7 @@ def _plain_cyclic_solve(comp, x):
         z = {**x, **layout.unflatten(u, names)}
         return jnp.concatenate([jnp.ravel(_plain_value(c, [z[a] for a in c.arg_names]).astype(dtype) - z[c.name]) for c in comp.constraints])
 
-    u = jnp.concatenate([jnp.ravel(jnp.asarray(comp._init.get(n, np.zeros(comp.shapes[n])), dtype)) for n in names])
+    u = jnp.concatenate([jnp.ravel(jnp.asarray(comp.init.get(n, np.zeros(comp.shapes[n])), dtype)) for n in names])
     def newton(_, u):
         return u - jnp.linalg.solve(jax.jacfwd(residual)(u), residual(u))
 
@@ -144,12 +174,12 @@ def reference_forward(comp: Computation) -> Callable:
 
 
 def _structured(comp: Computation) -> bool:
-    """Whether the program takes and returns dicts (else vectors, as the scalar engine)."""
-    return getattr(comp, "dicts", False)
+    """Whether the program takes and returns dicts (else vectors)."""
+    return comp.dicts
 
 
 def _cyclic(comp: Computation) -> bool:
-    return bool(getattr(comp, "blocks", ()))
+    return bool(comp.blocks)
 
 
 class _Flat:
@@ -336,9 +366,21 @@ def _independent_answers(comp: Computation, x, z_star, point) -> dict:
         dlagrangian_grad=jax.grad(flat_lagrangian)(flat_point),
         dlagrangian_fd=central_difference(flat_lagrangian, flat_point),
         lam_solve=jnp.linalg.solve(D, -grad_f),
-        lam_triangular=jax.scipy.linalg.solve_triangular(D, -grad_f, lower=False),
+        lam_triangular=_triangular_solve(comp, D, -grad_f),
         dz_dx_implicit=-jnp.linalg.solve(D.T, E),
     )
+
+
+def _triangular_solve(comp: Computation, D: jax.Array, v: jax.Array) -> jax.Array:
+    """`D⁻¹ v` by `solve_triangular`: D is upper triangular in an evaluation order (`evaluation_order`),
+    not necessarily in the order the variables were defined."""
+    if _cyclic(comp):
+        return jnp.full_like(v, jnp.nan)  # block triangular only: this oracle is not used
+    offsets = comp.layout.offsets
+    variables = list(range(comp.d)) + [c.i for c in evaluation_order(comp)]
+    perm = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in variables]).astype(np.int64)
+    solved = jax.scipy.linalg.solve_triangular(D[np.ix_(perm, perm)], v[perm], lower=False)
+    return jnp.zeros_like(v).at[perm].set(solved)
 
 
 def judge(comp: Computation, x, *, rtol: float | None = None, fd_rtol: float | None = None, **kwargs) -> list[tuple[str, float, float]]:

@@ -133,7 +133,7 @@ def test_reverse_mode_runs_the_multiplier_sweep_and_forward_mode_the_tangent_swe
     one forward substitution. Under vmap the same scans, with a batched carry."""
     comp, x = _build("arities")
     fn, solve = comp.as_function(), comp.as_function("z")
-    carry = (comp.schedule.num_slots,)  # the sweeps carry vectors in slot order
+    carry = (comp.schedule.rows[0],)  # the sweeps carry the scalars' buffer (`_schedule`: inputs, lanes, spare rows)
     forward_scan = (False, False, carry)
     reverse = {jax.grad(fn): carry, lambda x: jax.vjp(solve, x)[1](jnp.ones(comp.n)): carry}
     reverse[jax.jacrev(solve)] = (comp.n, *carry)  # one cotangent per output, batched

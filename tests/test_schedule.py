@@ -1,42 +1,82 @@
-"""The schedule's tables against the program they were built from."""
+"""The schedule's tables against the program they were built from, and the layers' import order."""
+
+import ast
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
 
-from lagjax import testing
-from lagjax import Constraints
-from lagjax import _schedule
+from lagjax import Computation, Constraints, _schedule, testing
 from programs import PROGRAMS
 
 
 def _levels(comp):
+    """Levels by a plain recursion over the constraints (programs without cycles)."""
     level = np.zeros(comp.n, int)
-    for c in comp.constraints:
+    for c in testing.evaluation_order(comp):
         level[c.i] = 1 + max(level[a] for a in c.args)
     return level
 
 
+def _check_tables(comp):
+    s = comp.schedule
+    n = comp.n
+    valid = s.out < n
+    assert sorted(s.out[valid].tolist()) == list(range(comp.d, n)), "each constraint in one lane"
+    for step in range(s.num_steps):
+        lanes = valid[step]
+        assert lanes[0], "a step starts with a real lane"
+        g = s.step_group[step]
+        c_out = s.group_class[g]
+        members = [comp.constraints[i - comp.d] for i in s.out[step][lanes]]
+        assert all(c.group == g for c in members), "a step runs one group"
+        assert lanes.sum() <= s.widths[c_out]
+        # each lane's variable sits in its step's rows, contiguous, in its class
+        rows = s.start[step, c_out] + np.flatnonzero(lanes)
+        assert np.array_equal(s.var_row[s.out[step][lanes]], rows)
+        assert np.all(s.var_class[s.out[step][lanes]] == c_out)
+        for lane, c in zip(np.flatnonzero(lanes), members):
+            for p, a in enumerate(c.args):
+                assert s.arg_rows[step, lane, p] == s.var_row[a] and s.var_class[a] == s.arg_class[g][p]
+    for c in range(s.num_classes):  # rows are unique within a class
+        rows = s.var_row[s.var_class == c]
+        assert len(set(rows.tolist())) == rows.size and rows.max(initial=-1) < s.rows[c] - s.widths[c]
+
+
 def test_tables_hold_each_constraint_once_in_a_valid_order(program):
     comp, _ = program
-    s = comp.schedule
-    n, level = comp.n, _levels(comp)
-    outs = s.out[s.valid]
-    assert sorted(outs.tolist()) == list(range(comp.d, n))
-    for b in range(s.num_blocks):
-        lanes = s.valid[b]
-        assert lanes[0], "a block starts with a real lane"
-        members = [comp.constraints[i - comp.d] for i in s.out[b][lanes]]
-        group = s.groups[s.block_group[b]]
-        assert all(c.group == s.block_group[b] and len(c.args) == group.k for c in members)
-        assert len({level[c.i] for c in members}) == 1, "a block's lanes are independent (one level)"
-        for lane, c in zip(np.flatnonzero(lanes), members):
-            k = len(c.args)
-            assert tuple(s.args[b, lane, :k]) == c.args and np.all(s.args[b, lane, k:] == n)
-        assert np.all(s.out[b][~lanes] == n)  # padding lanes define no variable
-        assert np.all(s.args[b][~lanes] == s.args[b, 0])  # and read lane 0's arguments
-    block_levels = [level[s.out[b, 0]] for b in range(s.num_blocks)]
-    assert block_levels == sorted(block_levels)
+    _check_tables(comp)
+    level, s = _levels(comp), comp.schedule
+    step_levels = [level[s.out[step, 0]] for step in range(s.num_steps)]
+    assert step_levels == sorted(step_levels), "steps in level order: arguments come first"
+    for step in range(s.num_steps):
+        lanes = s.out[step][s.out[step] < comp.n]
+        assert len({level[v] for v in lanes}) == 1, "a step's lanes are independent (one level)"
     assert s.depth == level.max()
+    assert s.segments == ((0, s.num_steps, -1),), "no cycle: one segment"
+
+
+def test_cyclic_blocks_end_their_segments_and_their_lanes_are_masked():
+    C = Constraints(["x"])
+    C.add_constraint("a", lambda v: 0.5 * jnp.tanh(v[0]) + v[1], ["b", "x"])  # a, b: a cycle
+    C.add_constraint("b", lambda v: 0.5 * jnp.sin(v[0]), ["a"])
+    C.add_constraint("c", jnp.sum, ["a", "x"])
+    C.add_constraint("u", lambda v: 0.5 * jnp.tanh(v[0]) + v[1], ["u", "c"])  # a self-loop after it
+    comp = Computation(lambda z: z[-1], C.inputs, C)
+    s = comp.schedule
+    _check_tables(comp)
+    assert [b.names for b in comp.blocks] == [("a", "b"), ("u",)]
+    (begin0, end0, b0), (begin1, end1, b1) = s.segments[:2]
+    assert (b0, b1) == (0, 1) and begin1 == end0
+    step_of = {int(v): step for step in range(s.num_steps) for v in s.out[step] if v < comp.n}
+    index = {name: i for i, name in enumerate(comp.names)}
+    assert step_of[index["a"]] < end0 and step_of[index["b"]] < end0 <= step_of[index["c"]] < end1
+    for step in range(s.num_steps):
+        assert s.step_member[step] == (s.out[step, 0] in (index["a"], index["b"], index["u"]))
+    # a block's lanes push only outside the block: a's read of b and u's of itself are masked
+    lane = lambda name: (step_of[index[name]], 0)  # noqa: E731
+    assert s.real[lane("a")][:2].tolist() == [False, True]  # b inside, x outside
+    assert s.real[lane("u")][:2].tolist() == [False, True]  # u inside, c outside
 
 
 def test_width_follows_the_shape():
@@ -44,14 +84,19 @@ def test_width_follows_the_shape():
     deep, _ = PROGRAMS["deep"]()
     assert deep.schedule.width == 1
     assert wide.schedule.width >= 64
-    assert wide.schedule.num_blocks <= 8  # 3 runs (2 groups at level 1, 1 at level 2)
+    assert wide.schedule.num_steps <= 8  # 3 runs (2 groups at level 1, 1 at level 2)
 
 
-def test_first_use_marks_repeated_arguments_once():
-    C = Constraints(["x", "y"])
-    C.add_constraint("a", jnp.sum, ["x", "y", "x", "x"])
-    s = _schedule.build(C.d, list(C), C.groups, C.levels())
-    assert s.first_use[0, 0].tolist() == [True, True, False, False]
+def test_identical_layers_are_one_group_whatever_their_order():
+    layer = lambda W, h: jnp.tanh(W @ h)  # noqa: E731
+    shapes = {"h": (3, 2), **{f"W{i}": (3, 3) for i in range(12)}}
+    for order in (range(12), reversed(range(12))):
+        C = Constraints(shapes)
+        for i in order:
+            C.add(f"h{i + 1}", layer, [f"W{i}", f"h{i}" if i else "h"], shape=(3, 2))
+        comp = Computation(lambda z: jnp.sum(z["h12"]), C.inputs, C)
+        assert len(comp.schedule.groups) == 1 and comp.schedule.num_steps == 12
+        _check_tables(comp)
 
 
 def test_choose_width():
@@ -59,11 +104,31 @@ def test_choose_width():
     assert _schedule._choose_width(np.array([100_000]), n=100_000, kmax=4) >= 1024  # one wide level
 
 
-def test_slots_hold_each_block_contiguously():
-    comp, _ = testing.random_program(40, d=3, profile="mixed", seed=1)
-    s = comp.schedule
-    lanes = s.start[:, None] + np.arange(s.width)
-    assert np.array_equal(s.slot_of[s.out[s.valid]], lanes[s.valid])  # variable -> its lane's slot
-    assert np.array_equal(s.slot_of[: s.d], np.arange(s.d))
-    real = s.args != s.n
-    assert np.array_equal(s.slots[real], s.slot_of[s.args[real]])
+# The layers of DESIGN.md, lowest first: a module may import only modules of its own layer or below.
+LAYERS = [
+    {"_components", "_grouping", "_signature", "_layout"},  # builder helpers, structure, storage
+    {"_program"},  # the builder
+    {"_schedule"},  # the schedule
+    {"_cyclic", "_local"},  # solvers of one block; local quantities
+    {"_blocks"},
+    {"_linear"},
+    {"_sweeps"},
+    {"_function", "_computation"},  # the public class and the JAX function around it
+    {"testing", "demo", "__main__", "__init__"},
+]
+
+
+def test_no_module_imports_a_module_above_it():
+    root = pathlib.Path(__file__).resolve().parents[1] / "lagjax"
+    layer_of = {name: k for k, names in enumerate(LAYERS) for name in names}
+    assert {p.stem for p in root.glob("*.py")} == set(layer_of), "every module has a layer"
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "lagjax":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lagjax."):
+                imported.add(node.module.split(".")[1])
+        for name in imported & set(layer_of):
+            assert layer_of[name] <= layer_of[path.stem], f"{path.stem} imports {name}, a layer above it"

@@ -150,17 +150,17 @@ def gradient_functions(comp) -> dict:
         "grad": (jax.jit(jax.grad(plain_loss)), lambda p, d: (p, d)),
         "fn": (jax.jit(jax.grad(loss)), lambda p, d: (p, d)),
         "grad_all": (jax.jit(jax.grad(plain_loss, argnums=(0, 1))), lambda p, d: (p, d)),
-        "lagjax": (comp._jit["gradient"], lambda p, d: (comp._x({**p, **d}),)),
+        "lagjax": (comp._jit["gradient"], lambda p, d: (comp._tables, comp._inputs({**p, **d}))),
     }
 
 
-def as_dict(method: str, output) -> dict:
-    """A method's output as one dict by input name. (`comp._jit["gradient"]` returns the dict, or, in
-    lagjax versions that report on cyclic blocks, `(dict, reports)`; an acyclic MLP's reports are empty.)"""
+def as_dict(method: str, output, comp=None) -> dict:
+    """A method's output as one dict by input name. (`comp._jit["gradient"]` returns `(gradient,
+    reports)`, the gradient stacked by shape: `comp._result` splits it by name.)"""
     if method == "grad_all":
         return {**output[0], **output[1]}
-    if method == "lagjax" and isinstance(output, tuple):
-        output = output[0]
+    if method == "lagjax":
+        return {k: jnp.asarray(v) for k, v in comp._result(output[0], "inputs").items()}
     return dict(output)
 
 
@@ -212,7 +212,7 @@ def run_case(depth: int, width: int, batch: int, repeats: int, min_rounds: int, 
             del compiled[method]
             continue
         t = time.perf_counter()
-        outputs[method] = as_dict(method, jax.block_until_ready(compiled[method](*args[method])))
+        outputs[method] = as_dict(method, jax.block_until_ready(compiled[method](*args[method])), comp)
         first[method] = row[f"{method}_first_s"] = time.perf_counter() - t
     for ours, reference in PAIRS:
         if ours in outputs and reference in outputs:

@@ -305,7 +305,8 @@ def measure_lagjax(problem, repeats: int) -> list[dict]:
     x = {k: jnp.asarray(v) for k, v in problem.x.items()}
     baseline = peak_rss_mb()
     # lagjax's own jitted gradient: (gradient, per-block reports)
-    compiled, compile_s, first_s, run_s, (grad, infos), compile_peak = compile_and_time(comp._jit["gradient"], (x,), repeats, lambda out: out[0])
+    compiled, compile_s, first_s, run_s, (grad, infos), compile_peak = compile_and_time(comp._jit["gradient"], (comp._tables, comp._inputs(x)), repeats, lambda out: out[0])
+    grad = comp._result(grad, "inputs")
     peak = peak_rss_mb()
     rows = [dict(method="lagjax", iterations=_iterations(infos), compile_s=compile_s, first_s=first_s, run_s=run_s,
                  temp_mb=temp_mb(compiled), peak_mb=peak, delta_compile_mb=compile_peak - baseline,
@@ -317,7 +318,8 @@ def measure_lagjax(problem, repeats: int) -> list[dict]:
                      run_s=run_s, temp_mb=temp_mb(compiled), grad=grad))
 
     loose = problem.program(lagjax.Solver(rtol=1e-6, atol=1e-6))
-    compiled, compile_s, first_s, run_s, (grad, infos), _ = compile_and_time(loose._jit["gradient"], (x,), repeats, lambda out: out[0])
+    compiled, compile_s, first_s, run_s, (grad, infos), _ = compile_and_time(loose._jit["gradient"], (loose._tables, loose._inputs(x)), repeats, lambda out: out[0])
+    grad = loose._result(grad, "inputs")
     rows.append(dict(method="lagjax rtol=1e-6", iterations=_iterations(infos), compile_s=compile_s, first_s=first_s,
                      run_s=run_s, temp_mb=temp_mb(compiled), grad=grad, status_ok=_status_ok(infos)))
     return rows

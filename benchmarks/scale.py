@@ -222,11 +222,11 @@ def measure_lagjax(n: int, profile: str, repeats: int):
     t = time.perf_counter()
     jax.block_until_ready(compiled(comp._tables, x))
     first = time.perf_counter() - t
-    run = timed(lambda: compiled(comp._tables, x), repeats)
+    run = timed(lambda: compiled(comp._tables, x)[0], repeats)  # (gradient, reports of cyclic blocks)
     peak = peak_rss_mb()
     schedule = getattr(comp, "schedule", None)
     row = dict(
-        layout=f"{schedule.num_blocks}x{schedule.width}" if hasattr(schedule, "num_blocks") else "",
+        layout=f"{schedule.num_steps}x{schedule.width}",
         build_s=build, compile_s=compile_s, first_s=first, compile_first_s=compile_s + first,
         run_s=run, ns_per_con=run / n * 1e9, peak_mb=peak, delta_peak_mb=peak - baseline,
         xla_mb=xla_memory_mb(compiled),
@@ -286,7 +286,7 @@ def run_case(n: int, profile: str, repeats: int, unrolled_limit: int, numpy_limi
     row = dict(n=n, profile=profile)
     lagjax_row, comp, x, compiled = measure_lagjax(n, profile, repeats)
     row.update(lagjax_row)
-    lagjax_grad = np.asarray(compiled(comp._tables, x))
+    lagjax_grad = np.asarray(compiled(comp._tables, x)[0])
     if n <= unrolled_limit:
         row.update(measure_unrolled(comp, x, repeats, lagjax_grad))
     row.update(measure_scipy(comp, x, repeats))

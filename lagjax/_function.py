@@ -14,10 +14,10 @@ solution of the transposed system `Aᵀ λ = c`, i.e. `D λ = -c`, is the back-s
 
 The design, and why:
 
-- `z*(x)` is a `jax.custom_jvp` function. Its primal is the forward scan (`solve_constraints`), which
+- `z*(x)` is a `jax.custom_jvp` function. Its primal is the forward sweep (`_sweeps.solve`), which
   JAX therefore never differentiates. Its JVP rule calls `z*(x)` itself (so that a second
-  differentiation goes through the rule again, not through the scan), computes the sparse partials
-  `P(z)` with differentiable JAX code, and returns `dz = custom_linear_solve(A, [dx; 0])` with
+  differentiation goes through the rule again, not through the scan), computes the local linear maps
+  at z (`_linear.AtPoint`) with differentiable JAX code, and returns `dz = custom_linear_solve(A, [dx; 0])` with
   `solve` = the forward substitution and `transpose_solve` = the back-substitution.
 - Forward mode (`jvp`, `jacfwd`) evaluates the rule: one tangent sweep. Reverse mode (`grad`, `vjp`,
   `jacrev`) linearises the rule and transposes it; the transpose of `custom_linear_solve` is its
@@ -26,7 +26,7 @@ The design, and why:
   transposing that scan; a `custom_vjp` would lose forward mode and higher orders.)
 - Higher orders: the JVP rule is ordinary JAX code in `x` (through `z*(x)` and `P(z*(x))`), and JAX
   differentiates `custom_linear_solve` w.r.t. the matrix by `dt = A⁻¹(db - dA t)`, which needs `A`
-  as a `matvec`: that is what `-_jacobian.apply_transposed` is for (never used to solve; JAX also
+  as a `matvec`: that is what `-_sweeps.apply_transposed` is for (never used to solve; JAX also
   transposes it into the `vecmat` of the transposed system). Computing z under `stop_gradient` and
   attaching `custom_linear_solve` to it, without the `custom_jvp`, would give first derivatives but
   freeze `P` at z, losing the second-order terms `∂P/∂z · dz`.

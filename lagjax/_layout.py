@@ -277,10 +277,3 @@ class Storage:
             start += size
             out.append(jnp.pad(block, [(0, s.rows[c] - m)] + [(0, 0)] * len(shape)))
         return out
-
-    def input_part(self, buffers, dicts: bool):
-        """The inputs' entries of buffers: a dict by input name, or the vector `(d,)` of scalar inputs."""
-        if dicts:
-            return self.to_dict(buffers, self.layout.input_names)
-        (c, _), = self.input_classes
-        return buffers[c][: self.schedule.d]

@@ -124,7 +124,7 @@ def linear_cyclic_programs(draw):
     return n, d, W, B, reads, rng.uniform(-1, 1, n), rng.uniform(-1, 1, d)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(linear_cyclic_programs())
 def test_random_cyclic_programs_against_the_closed_form(spec):
     """One random system per example: every cyclic block compiles a root finder and linear solves

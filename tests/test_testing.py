@@ -7,6 +7,8 @@ import pytest
 from lagjax import Computation, Constraints, demo, testing
 
 
+# -m slow: the demo's test runs every oracle on both programs at the float64 defaults (also 1e-10)
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [demo.blog_program, demo.two_input_program], ids=["blog", "two_input"])
 def test_example_programs_pass_every_oracle_at_1e_10(make):
     """The issue's bar: every oracle, finite differences included, to 1e-10 relative in float64."""

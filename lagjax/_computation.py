@@ -150,9 +150,9 @@ class Computation:
         flat = self.storage.to_flat(buffers, tables["storage"])
         return {None: flat, "inputs": flat[: self.d], "constraints": flat[self.d :]}[names]
 
-    def _result(self, value, names=None, axis: int = 0):
+    def _result(self, value, names=None):
         """An entry's `_out` as the user sees it: a vector, or a dict by name."""
-        return self.storage.unstack(value, self._names[names], axis) if self.dicts else value
+        return self.storage.unstack(value, self._names[names]) if self.dicts else value
 
     def buffers(self, tree, tables, dtype=None):
         """The inverse of `tree`."""

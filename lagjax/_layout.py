@@ -168,22 +168,23 @@ class Storage:
         return cached
 
     def stack(self, buffers, names: Sequence[Hashable]) -> list:
-        """The variables `names` read off the buffers, one stacked array per class: few outputs,
-        where a dict would be one XLA output (and one compiled kernel, ~30 ms on CPU) per variable."""
-        return [buffers[c][rows] for c, rows, _ in self.groups(names)]
+        """What a jitted call returns of the variables `names`: the buffers of their classes, whole.
+        A dict would be one XLA output (and one compiled kernel, ~30 ms on CPU) per variable; the rows
+        of `names` only, a copy (of all the weights, for a gradient)."""
+        return [buffers[c] for c, _, _ in self.groups(names)]
 
-    def unstack(self, parts, names: Sequence[Hashable], axis: int = 0) -> dict:
+    def unstack(self, parts, names: Sequence[Hashable]) -> dict:
         """`stack`'s result as a dict by name, in the order of `names`.
 
         Concrete arrays are split as NumPy views (no copy, no dispatch per variable); traced ones
         (under an enclosing `jax.jit`) by indexing.
         """
         out = {}
-        for (_, _, group), part in zip(self.groups(names), parts):
+        for (_, rows, group), part in zip(self.groups(names), parts):
             if not isinstance(part, jax.core.Tracer):
                 part = np.asarray(part)
-            part = np.moveaxis(part, axis, 0) if isinstance(part, np.ndarray) else jnp.moveaxis(part, axis, 0)
-            out.update(zip(group, part))
+            for name, row in zip(group, rows.tolist()):
+                out[name] = part[row]  # a NumPy view, ~0.2 µs
         return {name: out[name] for name in names}
 
     def zeros(self, dtype) -> list:

@@ -409,37 +409,29 @@ class Constraints:
             f"once. Give this constraint a new name."
         )
 
-    def _split(self, f: Callable, k: int, shapes: tuple[tuple, ...]) -> _grouping.Split:
-        """`f` split into template and data (`lagjax._grouping`); by value where it cannot be lifted."""
-        cached = self._splits.get((id(f), k))
+    def _split(self, f: Callable, arity: Hashable, liftable: Callable) -> _grouping.Split:
+        """`f` split into template and data (`lagjax._grouping`); by value where it cannot be lifted.
+
+        `arity` is what the template runs on (k, or the argument shapes); `liftable(split)` whether
+        its code runs with the captured data traced (asked once per template and arity).
+        """
+        cached = self._splits.get((id(f), arity))
         if cached is not None and cached[0] is f:  # the same object, not a reused id
             return cached[1]
         split = _grouping.split(f)
-        template = (split.key, k)
+        template = (split.key, arity)
         if split.leaves and template not in self._lifted:
-            if template not in self._unliftable and _signature.liftable(split, k, shapes):
+            if template not in self._unliftable and liftable(split):
                 self._lifted.add(template)
             else:
                 self._unliftable.add(template)
                 split = _grouping.as_static(split, f)
-        self._splits[(id(f), k)] = (f, split)  # keeps f alive, so its id stays its own
+        self._splits[(id(f), arity)] = (f, split)  # keeps f alive, so its id stays its own
         return split
 
     def _group_positional(self, f: Callable, shapes: tuple, out_shape: tuple) -> tuple[int, tuple]:
         """The group of an array constraint's `f` on arguments of `shapes`, and the data it captures."""
-        cached = self._splits.get((id(f), shapes))
-        if cached is not None and cached[0] is f:
-            split = cached[1]
-        else:
-            split = _grouping.split(f)
-            template = (split.key, shapes)
-            if split.leaves and template not in self._lifted:
-                if template not in self._unliftable and _signature.liftable_positional(split, shapes, out_shape):
-                    self._lifted.add(template)
-                else:
-                    self._unliftable.add(template)
-                    split = _grouping.as_static(split, f)
-            self._splits[(id(f), shapes)] = (f, split)
+        split = self._split(f, shapes, lambda split: _signature.liftable_positional(split, shapes, out_shape))
         key = ("positional", split.key, shapes)
         group = self._group_of.get(key)
         if group is None:
@@ -453,8 +445,8 @@ class Constraints:
             raise TypeError(f"`f` for {lhs!r} must be callable, got {f!r}.")
         if df is not None and not callable(df):
             raise TypeError(f"`df` for {lhs!r} must be callable or None, got {df!r}.")
-        f_split = self._split(f, k, ((), (1,)))
-        df_split = None if df is None else self._split(df, k, ((k,),))
+        f_split = self._split(f, k, lambda split: _signature.liftable(split, k, ((), (1,))))
+        df_split = None if df is None else self._split(df, k, lambda split: _signature.liftable(split, k, ((k,),)))
         key = (f_split.key, None if df is None else df_split.key, k)
         group = self._group_of.get(key)
         if group is None:  # a new template: the user's own functions are checked, errors name them

@@ -81,6 +81,14 @@ def _zeros(schedule: Schedule, classes, dtype) -> list:
     return [jnp.zeros((schedule.widths[c],) + schedule.shapes[c], dtype) for c in classes]
 
 
+def _write(buffers, classes, values, start) -> list:
+    """The buffers with each class of `classes` written at the step's rows (in place)."""
+    buffers = list(buffers)
+    for c, value in zip(classes, values):
+        buffers[c] = lax.dynamic_update_slice_in_dim(buffers[c], value, start[c], 0)
+    return buffers
+
+
 def _step_tables(schedule: Schedule, tables: dict, extra: dict | None = None) -> dict:
     xs = dict(
         start=tables["start"],
@@ -161,10 +169,7 @@ def solve(schedule: Schedule, tables: dict, z0: list, solver: _cyclic.Solver, in
 
     def step(z, t):
         outs = lax.switch(t["group"], branches, z, t) if len(branches) > 1 else branches[0](z, t)
-        z = list(z)
-        for c, value in zip(written, outs):
-            z[c] = lax.dynamic_update_slice_in_dim(z[c], value, t["start"][c], 0)
-        return z
+        return _write(z, written, outs, t["start"])
 
     def block(b, z):
         blk = schedule.blocks[b]
@@ -280,10 +285,7 @@ def forward_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple
     def step(t, s):
         owns, t = read_own(schedule, t, s["start"])
         outs = lax.switch(s["group"], branches, t, owns, s) if len(branches) > 1 else branches[0](t, owns, s)
-        t = list(t)
-        for c, value in zip(written, outs):
-            t[c] = lax.dynamic_update_slice_in_dim(t[c], value, s["start"][c], 0)
-        return t
+        return _write(t, written, outs, s["start"])
 
     def block(b, t):
         blk = schedule.blocks[b]

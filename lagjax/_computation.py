@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lagjax import _components, _cyclic, _function, _layout, _linear, _local, _schedule, _signature, _sweeps
+from lagjax import _cyclic, _function, _layout, _linear, _local, _schedule, _signature, _sweeps
 from lagjax._program import Constraints
 
 
@@ -109,7 +109,7 @@ class Computation:
         self.solver = _cyclic.check_solver(_cyclic.Solver() if solver is None else solver)
         self.checked = bool(checked)
 
-        level, blocks = _components.condensation(self.d, records)
+        level, blocks = constraints.condensation()
         self.schedule = schedule = _schedule.build(
             self.d, [shapes[name] for name in self.names], records, constraints.groups, level, blocks, self.names
         )

@@ -28,14 +28,15 @@ class Layout:
         self.names = list(names)
         self.shapes = dict(zip(self.names, shapes))
         self.input_names = self.names[:d]
-        sizes = [math.prod(s) for s in shapes]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        sizes = np.fromiter(map(math.prod, shapes), np.int64, len(self.names))
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.size = int(self.offsets[-1])
-        self._slice = {name: slice(int(a), int(b)) for name, a, b in zip(self.names, self.offsets[:-1], self.offsets[1:])}
+        self.index = dict(zip(self.names, range(len(self.names))))
 
     def slice(self, name: Hashable) -> slice:
         """Where variable `name` sits in the flat vector."""
-        return self._slice[name]
+        i = self.index[name]
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def flatten(self, tree: Mapping, names: Sequence[Hashable] | None = None) -> jax.Array:
         """The dict `{name: array}` as one flat vector, in variable order (of `names`, default all)."""
@@ -47,7 +48,7 @@ class Layout:
         names = list(self.names if names is None else names)
         if not names:
             return {}
-        sizes = [self._slice[name].stop - self._slice[name].start for name in names]
+        sizes = [int(self.offsets[self.index[name] + 1] - self.offsets[self.index[name]]) for name in names]
         # `lax.split`, not slices: its transpose is one concatenate, where slices transpose into a
         # full-size pad per variable (quadratic in the program under reverse mode).
         parts = jax.lax.split(flat, sizes)
@@ -136,15 +137,14 @@ class Storage:
         self.layout, self.schedule = layout, schedule
         self.rows = [np.asarray(schedule.var_row[v], np.int32) for v in schedule.class_vars]
         # where each class's values (variables in index order, flattened) sit in the flat vector
-        self.flat_index = [
-            np.concatenate([np.arange(layout.offsets[v], layout.offsets[v + 1]) for v in variables]).astype(np.int32)
-            if len(variables) else np.zeros(0, np.int32)
-            for variables in schedule.class_vars
+        self.flat_index = [  # a class's variables all have its size: one outer sum each
+            (layout.offsets[variables][:, None] + np.arange(math.prod(shape))).reshape(-1).astype(np.int32)
+            for variables, shape in zip(schedule.class_vars, schedule.shapes)
         ]
         order = np.concatenate(self.flat_index) if self.flat_index else np.zeros(0, np.int32)
         self.inverse = np.argsort(order).astype(np.int32)  # flat = (classes concatenated)[inverse]
         self.single = schedule.num_classes == 1 and bool(np.all(self.inverse == np.arange(order.size)))
-        self._index = {name: i for i, name in enumerate(layout.names)}
+        self._index = layout.index
         self._groups: dict = {}
         d = schedule.d
         self.input_classes = [

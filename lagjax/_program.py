@@ -1,14 +1,12 @@
 """The builder: a program as a list of equality constraints over named variables.
 
 Variables are numbered in the order they are named: the d inputs first (indices 0..d-1), then one
-variable per constraint, in the order the constraints are added. A constraint may only read
-variables defined before it, so this numbering is a topological order and the constraint Jacobian
-is upper triangular in it.
-
-A constraint may also read a variable defined later, or itself: a *cyclic* program (a fixed point,
-a value function, an equilibrium). Its forward references are resolved when the program is
-finalised (`resolved`, called by `Computation`): a name still undefined then is an error. Such a
-program is solved block by block, over its strongly connected components (`_components.py`).
+variable per constraint, in the order the constraints are added. A constraint may read variables
+defined before it, after it (a forward reference), or itself. Forward references are resolved when
+the program is finalised (`resolved`, called by `Computation`): a name still undefined then is an
+error. The program is then ordered by its dependencies (`condensation`: levels of the acyclic part,
+and the strongly connected components with a cycle, `_components.py`), whatever the order it was
+written in; a cycle (a fixed point, a value function, an equilibrium) is solved as one block.
 
 Two kinds of variable, which mix in one program:
 - scalars, as in the original code: `Constraints(["x", "y"])`, `add_constraint(lhs, f, rhs)` with
@@ -304,6 +302,13 @@ class Constraints:
         return out_shape
 
     # --- forward references: cyclic programs ---------------------------------------------
+    def condensation(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`(level, blocks)` of the resolved program (`_components.condensation`); without forward
+        references, the levels kept while building and no block."""
+        if not self._pending:
+            return self.levels(), []
+        return _components.condensation(self.d, self.resolved())
+
     @property
     def cyclic(self) -> bool:
         """Whether the program has a cycle: some variable depends on itself, directly or through others.

@@ -26,12 +26,10 @@ then a block: `Schedule.segments`), each running its steps in a `fori_loop`; a b
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from lagjax import _blocks, _cyclic, _local

@@ -52,21 +52,21 @@ The data are arguments of every compiled function (not constants baked into it).
 
 Targets of issue 5, per row: steady-state gradient within 1.15× of jax.grad's, compile within 1.5×,
 memory (temp + output) no more than jax.grad's plus the multipliers (λ MB). The table and the targets
-are printed and written as Markdown (`--markdown`).
+are printed and written as Markdown (`--markdown`), and the three ratios (run, compile, memory over
+jax.grad's plus λ) are plotted as bars per case (`--plot`, by default beside the Markdown: arrays.png).
 
 Run:
   python benchmarks/arrays.py            # depth 4, 16, 64 × width 64, 512, 2048
   python benchmarks/arrays.py --quick    # depth 4, 16 × width 64, 512, 6 calls per method (~1 min)
   python benchmarks/arrays.py --depths 4 --widths 512 --repeats 50
+  python benchmarks/arrays.py --depths 2 4 --widths 64 --repeats 6 --min-rounds 4 --budget 2 --compiles 2 \
+      --markdown /tmp/arrays.md          # a smoke test (~30 s), beside it /tmp/arrays.png
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -76,7 +76,11 @@ import numpy as np
 
 import lagjax
 
-WORKER_MARK = "ARRAYS-ROW "
+if __package__:  # python -m benchmarks.arrays
+    from . import _util
+else:  # python benchmarks/arrays.py: this folder is first on sys.path
+    import _util
+
 METHODS = ("grad", "fn", "grad_all", "lagjax")  # see NAMES
 NAMES = {"grad": "jax.grad (params)", "fn": "lagjax as_function", "grad_all": "jax.grad (all)", "lagjax": "lagjax gradient"}
 PAIRS = (("fn", "grad"), ("lagjax", "grad_all"))  # (lagjax method, its jax.grad baseline)
@@ -170,15 +174,6 @@ def relative_error(ours: dict, reference: dict) -> float:
     return float(np.sqrt(num / den)) if den else float(np.sqrt(num))
 
 
-def memory_mb(compiled) -> dict:
-    try:
-        stats = compiled.memory_analysis()
-        return dict(arg=stats.argument_size_in_bytes / 2**20, out=stats.output_size_in_bytes / 2**20,
-                    temp=stats.temp_size_in_bytes / 2**20)
-    except Exception:  # not every backend or jax version reports it
-        return {}
-
-
 # --- one case ------------------------------------------------------------------------------------------
 def warm_up(batch: int) -> None:
     """JAX start-up and every method's first compile and call, on a depth-2 width-8 model."""
@@ -204,16 +199,16 @@ def run_case(depth: int, width: int, batch: int, repeats: int, min_rounds: int, 
     compiled, args, outputs, first = {}, {}, {}, {}
     for method, (fn, make_args) in gradient_functions(comp).items():
         args[method] = make_args(params, data)
-        compiled[method], row[f"{method}_compile_s"] = compile_time(fn, args[method], compiles)
-        memory = row[f"{method}_memory"] = memory_mb(compiled[method])
+        compiled[method], row[f"{method}_compile_s"] = _util.compile_timed(fn, *args[method], times=compiles, fresh=True)
+        memory = row[f"{method}_memory"] = _util.xla_memory_mb(compiled[method])
         need = sum(memory.values()) / 1024 if memory else 0.0
         if need > memory_limit_gb:  # XLA would fail to allocate, or the machine would swap
             row[f"{method}_skipped"] = f"needs {need:,.1f} GiB, above --memory-limit {memory_limit_gb:.1f} GiB"
             del compiled[method]
             continue
-        t = time.perf_counter()
-        outputs[method] = as_dict(method, jax.block_until_ready(compiled[method](*args[method])), comp)
-        first[method] = row[f"{method}_first_s"] = time.perf_counter() - t
+        first[method], output = _util.clock(compiled[method], *args[method])
+        row[f"{method}_first_s"] = first[method]
+        outputs[method] = as_dict(method, output, comp)
     for ours, reference in PAIRS:
         if ours in outputs and reference in outputs:
             row[f"{ours}_error"] = relative_error(outputs[ours], outputs[reference])
@@ -233,59 +228,29 @@ def hlo_ops(compiled) -> int | None:
         return None
 
 
-def compile_time(fn, args, compiles: int, enough_s: float = 10.0):
-    """`(compiled, seconds)`: the least of up to `compiles` times `fn.lower(*args).compile()`, each after
-    `jax.clear_caches()` (so each traces, lowers and compiles afresh); no more once `enough_s` are spent."""
-    best, spent = float("inf"), 0.0
-    for _ in range(compiles):
-        jax.clear_caches()
-        t = time.perf_counter()
-        compiled = fn.lower(*args).compile()
-        best, spent = min(best, time.perf_counter() - t), spent + time.perf_counter() - t
-        if spent > enough_s:
-            break
-    return compiled, best
-
-
 def steady_state(compiled, args, first, repeats, min_rounds, budget, slow_s) -> dict:
     """`{method: (median seconds, fastest seconds, number of calls)}`, `block_until_ready()` on every call.
 
-    In rounds: each method called once per round, in order and in reverse order on alternate rounds,
-    so that a slow spell of the machine (it may be shared) hits all of them alike; at least
-    `min_rounds`, then more while `budget` seconds last, at most `repeats`. A method whose first
+    In rounds (`_util.rounds`): each method called once per round, in order and in reverse order on
+    alternate rounds, so that a slow spell of the machine (it may be shared) hits all of them alike; at
+    least `min_rounds`, then more while `budget` seconds last, at most `repeats`. A method whose first
     call took more than `slow_s` seconds is timed in the first 2 rounds only.
     """
-    times = {method: [] for method in compiled}
-    start = time.perf_counter()
-    for round_ in range(repeats):
-        order = list(compiled) if round_ % 2 == 0 else list(reversed(compiled))
-        for method in order:
-            if first[method] > slow_s and round_ >= 2:
-                continue
-            t = time.perf_counter()
-            jax.block_until_ready(compiled[method](*args[method]))
-            times[method].append(time.perf_counter() - t)
-        if round_ + 1 >= min_rounds and time.perf_counter() - start > budget:
-            break
+    calls = {method: (lambda f=compiled[method], a=args[method]: f(*a)) for method in compiled}
+    times = _util.rounds(calls, repeats, min_rounds=min_rounds, budget_s=budget, alternate=True,
+                         max_calls={method: 2 for method in compiled if first[method] > slow_s})
     return {method: (float(np.median(t)), float(np.min(t)), len(t)) for method, t in times.items()}
 
 
-def run_case_in_subprocess(depth: int, width: int, args) -> dict:
+def run_case_in_subprocess(depth: int, width: int, args, label: str) -> dict:
     """`run_case` in a fresh Python process; its row, or an error."""
     case = dict(depth=depth, width=width, batch=args.batch, repeats=args.repeats, min_rounds=args.min_rounds,
                 budget=args.budget, memory_limit_gb=args.memory_limit, slow_s=args.slow,
                 compiles=args.compiles)
-    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(case)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.case_timeout)
-    except subprocess.TimeoutExpired:
-        return dict(depth=depth, width=width, error=f"timed out after {args.case_timeout} s (--case-timeout)")
-    for line in done.stdout.splitlines():
-        if line.startswith(WORKER_MARK):
-            return json.loads(line[len(WORKER_MARK):])
-    lines = (done.stderr or done.stdout or "(no output)").strip().splitlines()
-    print("\n    ".join(["", *lines[-20:]]), file=sys.stderr)
-    return dict(depth=depth, width=width, error=f"exit status {done.returncode}: {lines[-1]}")
+        return _util.in_subprocess(__file__, case, args.case_timeout, label=label)
+    except _util.WorkerError as e:
+        return dict(depth=depth, width=width, error=f"{e} (--case-timeout)" if e.timed_out else str(e))
 
 
 # --- the tables ----------------------------------------------------------------------------------------
@@ -385,30 +350,13 @@ def target_table(rows):
                 run_cell, ok_run = ("not run MISSED", False) if f"{ours}_skipped" in r else ("not measured", None)
             else:
                 ok_run = run <= TARGET_RUN
-                run_cell = f"{run:.3f} {_verdict(ok_run)}"
+                run_cell = f"{run:.3f} {_util.verdict(ok_run)}"
             ok = [ok_run, comp <= TARGET_COMPILE, None if a is None else a <= b + r["lambda_mb"]]
             missed += sum(x is False for x in ok)
-            line += [run_cell, f"{comp:.2f} {_verdict(ok[1])}",
-                     "not measured" if a is None else f"{a:,.1f} ≤ {b + r['lambda_mb']:,.1f} MB {_verdict(ok[2])}"]
+            line += [run_cell, f"{comp:.2f} {_util.verdict(ok[1])}",
+                     "not measured" if a is None else f"{a:,.1f} ≤ {b + r['lambda_mb']:,.1f} MB {_util.verdict(ok[2])}"]
         cells.append(line)
     return headers, cells, missed
-
-
-def _verdict(ok):
-    return "met" if ok else "MISSED"
-
-
-def format_text(headers, cells) -> str:
-    widths = [max(len(h), *(len(c[k]) for c in cells)) for k, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells]
-    return "\n".join(lines)
-
-
-def format_markdown(headers, cells) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(line) + " |" for line in cells]
-    return "\n".join(lines)
 
 
 def notes(rows) -> list[str]:
@@ -428,6 +376,37 @@ def notes(rows) -> list[str]:
     return out
 
 
+# --- the plot ------------------------------------------------------------------------------------------
+PLOT_TITLE = "lagjax / jax.grad per (depth, width): steady-state run, compile, memory"
+
+
+def plot(rows, path: str, batch: int) -> None:
+    """The three ratios the targets judge, per (depth, width) case, one bar per pair of methods:
+    steady-state run (medians), compile, and memory (temp + output) over jax.grad's plus the multipliers."""
+    groups = [f"{r['depth']} × {r['width']:,}" for r in rows]
+    fig, (run, compile_, memory) = _util.subplots(3, width=max(4.5, 0.9 * len(rows) + 2.5))
+    label = {pair: f"{NAMES[pair[0]]} / {NAMES[pair[1]]}" for pair in PAIRS}
+
+    def per_pair(value):
+        return {label[pair]: [None if "error" in r else value(r, *pair) for r in rows] for pair in PAIRS}
+
+    def memory_ratio(r, ours, base):
+        a, b = _mem(r, ours), _mem(r, base)
+        return None if a is None or b is None else a / (b + r["lambda_mb"])
+
+    _util.bars(run, groups, per_pair(_run_ratio), "lagjax / jax.grad", "steady-state run (median)",
+               lines=[(1, "parity", "grey"), (TARGET_RUN, f"target ≤ {TARGET_RUN}×", "red")], annotate="{:.2f}")
+    _util.bars(compile_, groups, per_pair(lambda r, ours, base: r[f"{ours}_compile_s"] / r[f"{base}_compile_s"]),
+               "lagjax / jax.grad", "compile (.lower().compile())",
+               lines=[(1, "parity", "grey"), (TARGET_COMPILE, f"target ≤ {TARGET_COMPILE}×", "red")], annotate="{:.2f}")
+    _util.bars(memory, groups, per_pair(memory_ratio), "lagjax / (jax.grad + λ)", "memory, temp + output",
+               lines=[(1, "target ≤ 1", "red")], annotate="{:.2f}")
+    for ax in (run, compile_, memory):
+        ax.set_xlabel("depth × width")
+    _util.save_figure(fig, path, f"{PLOT_TITLE}; float32, batch {batch}, {_util.short_machine()}",
+                      legend=list(label.values()))
+
+
 # --- main ----------------------------------------------------------------------------------------------
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,15 +424,13 @@ def parse_args(argv=None):
                         help="compiles per method, the least reported; fewer once 10 s are spent (default 3)")
     parser.add_argument("--slow", type=float, default=10.0,
                         help="a method whose first call takes longer gets 2 timed calls only (default 10 s)")
-    parser.add_argument("--memory-limit", type=float, default=0.75 * physical_memory_gb(),
+    parser.add_argument("--memory-limit", type=float, default=0.75 * _util.physical_memory_gb(),
                         help="GiB; a method whose memory_analysis (argument + output + temp) is larger is compiled "
                              "but not run (default 3/4 of this machine's memory)")
     parser.add_argument("--case-timeout", type=float, default=1800, help="seconds allowed to one case")
     parser.add_argument("--quick", action="store_true", help="smoke run: depths 4 16, widths 64 512, 5 rounds")
-    parser.add_argument("--markdown", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "arrays.md"))
-    parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    _util.output_options(parser, os.path.join(os.path.dirname(os.path.abspath(__file__)), "arrays.md"), json_option=True)
+    args = _util.parse_args(parser, argv)
     args.depths = args.depths or ([4, 16] if args.quick else [4, 16, 64])
     args.widths = args.widths or ([64, 512] if args.quick else [64, 512, 2048])
     args.repeats = args.repeats or (6 if args.quick else 30)
@@ -461,47 +438,16 @@ def parse_args(argv=None):
     return args
 
 
-def physical_memory_gb() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):  # not on every platform
-        return 16.0
-
-
-def provenance() -> str:
-    """Where the measured lagjax comes from: its path, and its git commit (and whether lagjax/ has changes)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(lagjax.__file__)))
-    try:
-        git = ["git", "-C", root]
-        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(git + ["status", "--porcelain", "lagjax"], capture_output=True, text=True).stdout.strip()
-        return f"lagjax at {root}, commit {commit}" + (" with uncommitted changes in lagjax/" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return f"lagjax at {root}"
-
-
-def worker(case_json: str) -> None:
-    case = json.loads(case_json)
-    row = run_case(**case)
-    print(WORKER_MARK + json.dumps(row), flush=True)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        worker(args.worker)
-        return 0
-    header = (f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores "
-              f"(load average {os.getloadavg()[0]:.1f} at the start), "
-              f"{platform.processor() or platform.machine()}; float32, batch {args.batch}; {provenance()}")
+        return _util.worker(run_case, args.worker)
+    header = f"{_util.machine()}; float32, batch {args.batch}; {_util.provenance()}"
     print(header)
     cases = [(depth, width) for depth in sorted(args.depths) for width in sorted(args.widths)]
     rows, start = [], time.perf_counter()
     for k, (depth, width) in enumerate(cases, 1):
-        t = time.perf_counter()
-        print(f"[{k}/{len(cases)}] depth {depth} × width {width} ...", end=" ", file=sys.stderr, flush=True)
-        rows.append(run_case_in_subprocess(depth, width, args))
-        print(f"{time.perf_counter() - t:.0f} s" + (" FAILED" if "error" in rows[-1] else ""), file=sys.stderr, flush=True)
+        rows.append(run_case_in_subprocess(depth, width, args, f"[{k}/{len(cases)}] depth {depth} × width {width}"))
 
     tables = [
         ("Steady-state gradient (median ms; ratio = lagjax / jax.grad, below 1: lagjax faster)", run_table(rows)),
@@ -513,19 +459,20 @@ def main(argv=None) -> int:
     mismatches = notes(rows)
     with open(args.markdown, "w") as out:
         out.write(f"# lagjax vs jax.grad on MLPs (benchmarks/arrays.py)\n\n{header}. "
-                  f"Run: `python benchmarks/arrays.py`, {time.perf_counter() - start:.0f} s.\n")
+                  f"Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s.\n")
         for title, (headers, cells) in tables:
-            print(f"\n{title}\n{format_text(headers, cells)}")
-            out.write(f"\n{title}:\n\n{format_markdown(headers, cells)}\n")
-        print(f"\nTargets (issue 5), {missed} missed:\n{format_text(t_headers, t_cells)}")
-        out.write(f"\nTargets (issue 5), {missed} missed:\n\n{format_markdown(t_headers, t_cells)}\n")
+            print(f"\n{title}\n{_util.format_text(headers, cells)}")
+            out.write(f"\n{title}:\n\n{_util.format_markdown(headers, cells)}\n")
+        print(f"\nTargets (issue 5), {missed} missed:\n{_util.format_text(t_headers, t_cells)}")
+        out.write(f"\nTargets (issue 5), {missed} missed:\n\n{_util.format_markdown(t_headers, t_cells)}\n")
         for note in mismatches:
             print("  " + note)
             out.write(f"\n- {note}")
+        out.write(f"\n\n![{PLOT_TITLE}]({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))})\n")
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(dict(machine=header, args=vars(args), rows=rows), out, indent=1)
-    print(f"\nwrote {args.markdown}" + (f" and {args.json}" if args.json else ""))
+        _util.write_json(args.json, header, args, rows)
+    plot(rows, args.plot, args.batch)  # after the tables: a failed plot loses no figures
+    print(f"\nwrote {args.markdown}, {args.plot}" + (f" and {args.json}" if args.json else ""))
     failed = any("error" in r or any(r.get(f"{ours}_error", 0) > TOLERANCE for ours, _ in PAIRS) for r in rows)
     return 1 if failed else 0
 

@@ -57,22 +57,21 @@ shared 2-core machine, with OpenBLAS's default threading a batch of 64 LUs of 25
 against 0.12 s with one thread, and one LU of 2000 × 2000 0.45 s against 0.27 s.
 
 After the table, the targets of issue 6, each with the measured figure and "met" or "MISSED"; the table
-is also written as Markdown (--markdown, default benchmarks/cyclic.md).
+is also written as Markdown (--markdown, default benchmarks/cyclic.md) and compile s, run ms and XLA temp
+MB are plotted per case and method, bars on a log scale (--plot, default beside the Markdown: cyclic.png).
 
 Run:
   python benchmarks/cyclic.py            # mdp 10², 10³, 10⁴ and deq 32×4, 256×64 (~4 min on 2 cores)
   python benchmarks/cyclic.py --quick    # mdp 10², 10³ and deq 32×4, 3 repeats (~1.5 min)
+  python benchmarks/cyclic.py --cases mdp:100 deq:8x4 --repeats 3 --markdown /tmp/cyclic.md
+                                         # a smoke test (~45 s), beside it /tmp/cyclic.png
 Needs scipy besides lagjax.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 
@@ -84,11 +83,15 @@ jax.config.update("jax_enable_x64", True)
 
 import lagjax  # noqa: E402
 
+if __package__:  # python -m benchmarks.cyclic
+    from . import _util
+else:  # python benchmarks/cyclic.py: this folder is first on sys.path
+    import _util
+
 GAMMA, SUCCESSORS, N_IN = 0.9, 5, 16
 DEFAULT_CASES = ["mdp:100", "mdp:1000", "mdp:10000", "deq:32x4", "deq:256x64"]
 QUICK_CASES = ["mdp:100", "mdp:1000", "deq:32x4"]
 METHODS = ["lagjax", "unrolled K", "unrolled 2K", "dense"]  # one subprocess each; lagjax gives 3 rows
-WORKER_MARK = "CYCLIC-ROWS "
 CHECK_TOL, LOOSE_TOL = 1e-8, 1e-5
 K_RTOL = 1e-12  # the unrolled iteration runs until max|V_{t+1} − V_t| <= K_RTOL · max|V|
 
@@ -246,29 +249,9 @@ def make_problem(case: str):
 
 
 # --- measurements ------------------------------------------------------------------------------------------
-def timed(fn, repeats: int, budget_s: float = 20.0) -> float:
-    """Median wall time of `fn()` over `repeats` calls; fewer once `budget_s` is spent (at least 3, or 1
-    when a single call takes over a third of the budget)."""
-    times, start = [], time.perf_counter()
-    while len(times) < repeats:
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= (1 if times[0] > budget_s / 3 else 3):
-            break
-    return float(np.median(times))
-
-
-def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def temp_mb(compiled) -> float | None:
-    try:
-        return compiled.memory_analysis().temp_size_in_bytes / 2**20
-    except Exception:  # not every backend reports it
-        return None
+    """XLA's temp bytes of the compiled gradient, MB (where reverse mode keeps the iterates)."""
+    return _util.xla_memory_mb(compiled).get("temp")
 
 
 def relative_error(grad, reference) -> float:
@@ -276,15 +259,15 @@ def relative_error(grad, reference) -> float:
 
 
 def compile_and_time(fn, args, repeats: int, output=lambda out: out):
-    """(compiled, compile s, 1st call s, run s, first output, peak MB after compiling) of `jax.jit(fn)` on `args`."""
-    t = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile() if not hasattr(fn, "lower") else fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t
-    compile_peak = peak_rss_mb()
-    t = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    first_s = time.perf_counter() - t
-    run_s = timed(lambda: output(compiled(*args)), repeats)
+    """(compiled, compile s, 1st call s, run s, first output, peak MB after compiling) of `jax.jit(fn)` on `args`.
+
+    One compile (`_util.compile_timed`, caches not cleared: the as_function and loose rows reuse what the
+    lagjax row traced, as before); run s the median of `repeats` calls, fewer once 20 s are spent (at
+    least 3, or 1 when a call takes over a third of that)."""
+    compiled, compile_s = _util.compile_timed(fn, *args)
+    compile_peak = _util.peak_rss_mb()
+    first_s, out = _util.clock(compiled, *args)
+    run_s = _util.timed(lambda: output(compiled(*args)), repeats, statistic=np.median, at_least_if_slow=1)
     return compiled, compile_s, first_s, run_s, out, compile_peak
 
 
@@ -303,11 +286,11 @@ def measure_lagjax(problem, repeats: int) -> list[dict]:
     """Rows for lagjax's gradient, as_function and the loose tolerance; each with its gradient ("grad")."""
     comp = problem.program()
     x = {k: jnp.asarray(v) for k, v in problem.x.items()}
-    baseline = peak_rss_mb()
+    baseline = _util.peak_rss_mb()
     # lagjax's own jitted gradient: (gradient, per-block reports)
     compiled, compile_s, first_s, run_s, (grad, infos), compile_peak = compile_and_time(comp._jit["gradient"], (comp._tables, comp._inputs(x)), repeats, lambda out: out[0])
     grad = comp._result(grad, "inputs")
-    peak = peak_rss_mb()
+    peak = _util.peak_rss_mb()
     rows = [dict(method="lagjax", iterations=_iterations(infos), compile_s=compile_s, first_s=first_s, run_s=run_s,
                  temp_mb=temp_mb(compiled), peak_mb=peak, delta_compile_mb=compile_peak - baseline,
                  delta_peak_mb=peak - baseline, grad=grad, status_ok=_status_ok(infos))]
@@ -327,9 +310,9 @@ def measure_lagjax(problem, repeats: int) -> list[dict]:
 
 def measure_function(name, fn, problem, repeats: int, iterations: str) -> list[dict]:
     x = {k: jnp.asarray(v) for k, v in problem.x.items()}
-    baseline = peak_rss_mb()
+    baseline = _util.peak_rss_mb()
     compiled, compile_s, first_s, run_s, grad, compile_peak = compile_and_time(fn, (x,), repeats)
-    peak = peak_rss_mb()
+    peak = _util.peak_rss_mb()
     return [dict(method=name, iterations=iterations, compile_s=compile_s, first_s=first_s, run_s=run_s,
                  temp_mb=temp_mb(compiled), peak_mb=peak, delta_compile_mb=compile_peak - baseline,
                  delta_peak_mb=peak - baseline, grad=grad)]
@@ -354,19 +337,12 @@ def run_case(case: str, method: str, repeats: int, K: int) -> list[dict]:
 
 def run_in_subprocess(case: str, method: str, K: int, args) -> list[dict]:
     spec = dict(case=case, method=method, repeats=args.repeats, K=K)
-    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    env = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", str(args.blas_threads))}
     label = make_label(case)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", str(args.blas_threads))}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.case_timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return [dict(case=label, method=method, error_text=f"timed out after {args.case_timeout:.0f} s")]
-    for line in done.stdout.splitlines():
-        if line.startswith(WORKER_MARK):
-            return json.loads(line[len(WORKER_MARK):])
-    lines = (done.stderr or done.stdout or "(no output)").strip().splitlines()
-    print("\n    ".join(["", *lines[-15:]]), file=sys.stderr)
-    return [dict(case=label, method=method, error_text=f"exit status {done.returncode}: {lines[-1]}")]
+        return _util.in_subprocess(__file__, spec, args.case_timeout, env=env, label=f"{label}, {method} (K = {K})", tail=15)
+    except _util.WorkerError as e:
+        return [dict(case=label, method=method, error_text=str(e))]
 
 
 def make_label(case: str) -> str:
@@ -375,10 +351,6 @@ def make_label(case: str) -> str:
 
 
 # --- the table and the targets -----------------------------------------------------------------------------
-def _fmt(value, spec):
-    return "—" if value is None else spec.format(value)
-
-
 COLUMNS = [
     ("case", lambda r: r["case"], "{}"),
     ("method", lambda r: r["method"], "{}"),
@@ -405,13 +377,8 @@ def add_ratios(rows):
 
 def table(rows, markdown=False) -> str:
     headers = [h for h, _, _ in COLUMNS]
-    cells = [[_fmt(get(r), spec) for _, get, spec in COLUMNS] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
-    widths = [max(len(h), *(len(c[k]) for c in cells)) for k, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    return "\n".join(lines + ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells])
+    cells = [[_util.fmt(get(r), spec) for _, get, spec in COLUMNS] for r in rows]
+    return _util.format_markdown(headers, cells) if markdown else _util.format_text(headers, cells)
 
 
 def _rows(rows, method):
@@ -419,7 +386,7 @@ def _rows(rows, method):
 
 
 def targets(rows) -> list[tuple[str, str, str]]:
-    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    verdict = _util.verdict
     out = []
     checked = _rows(rows, "lagjax") + _rows(rows, "lagjax as_function")
     if checked:
@@ -456,10 +423,25 @@ def targets(rows) -> list[tuple[str, str, str]]:
     return out
 
 
-def format_targets(items, markdown=False) -> str:
-    if markdown:
-        return "\n".join(["| target | measured | |", "|---|---|---|"] + [f"| {t} | {m} | {s} |" for t, m, s in items])
-    return "\n".join(f"  {s:<7} {t}\n          {m}" for t, m, s in items)
+# --- the plot ----------------------------------------------------------------------------------------------------
+PLOT_TITLE = "Cyclic programs: compile, steady-state run and XLA temp memory per case and method"
+ROW_METHODS = ["lagjax", "lagjax as_function", "lagjax rtol=1e-6", "unrolled K", "unrolled 2K", "dense"]
+
+
+def plot(rows, path: str) -> None:
+    """Per case, one bar per method (the table's rows), log scale: compile s, run ms, XLA temp MB."""
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    found = {(r["case"], r["method"]): r for r in rows if "error_text" not in r}
+
+    def series(get):
+        return {m: [None if (c, m) not in found else get(found[c, m]) for c in cases] for m in ROW_METHODS}
+
+    fig, axes = _util.subplots(3, width=max(4.5, 1.3 * len(cases) + 1.5))
+    _util.bars(axes[0], cases, series(lambda r: r.get("compile_s")), "seconds", "compile (.lower().compile())", log=True)
+    _util.bars(axes[1], cases, series(lambda r: None if r.get("run_s") is None else r["run_s"] * 1e3), "ms",
+               "steady-state run (median)", log=True)
+    _util.bars(axes[2], cases, series(lambda r: r.get("temp_mb")), "MB", "XLA temp memory of the gradient", log=True)
+    _util.save_figure(fig, path, f"{PLOT_TITLE}; float64, {_util.short_machine()}", legend=ROW_METHODS)
 
 
 # --- main ----------------------------------------------------------------------------------------------------
@@ -472,9 +454,8 @@ def parse_args(argv=None):
     parser.add_argument("--blas-threads", type=int, default=1,
                         help="OPENBLAS_NUM_THREADS of the workers, unless set in the environment (default 1)")
     parser.add_argument("--quick", action="store_true", help=f"cases {' '.join(QUICK_CASES)}, 3 repeats")
-    parser.add_argument("--markdown", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "cyclic.md"))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    _util.output_options(parser, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cyclic.md"))
+    args = _util.parse_args(parser, argv)
     args.cases = args.cases or (QUICK_CASES if args.quick else DEFAULT_CASES)
     args.repeats = args.repeats or (3 if args.quick else 10)
     return args
@@ -483,15 +464,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        spec = json.loads(args.worker)
-        rows = run_case(spec["case"], spec["method"], spec["repeats"], spec["K"])
-        print(WORKER_MARK + json.dumps(rows), flush=True)
-        return 0
+        return _util.worker(run_case, args.worker)
     threads = os.environ.get("OPENBLAS_NUM_THREADS", str(args.blas_threads))
-    header = (f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores, float64, {platform.machine()}, "
-              f"OPENBLAS_NUM_THREADS={threads}, load average {os.getloadavg()[0]:.1f} at the start")
+    header = f"{_util.machine()}; float64, OPENBLAS_NUM_THREADS={threads}; {_util.provenance()}"
     print(header)
-    rows = []
+    rows, start = [], time.perf_counter()
     for case in args.cases:
         problem = make_problem(case)
         K = problem.iterations_to(K_RTOL)
@@ -499,11 +476,8 @@ def main(argv=None) -> int:
             if method == "dense" and case.startswith("mdp") and problem.S > args.dense_limit:
                 rows.append(dict(case=problem.label, method="dense", iterations="skipped (--dense-limit)"))
                 continue
-            t = time.perf_counter()
-            print(f"{problem.label}, {method} (K = {K}) ...", end=" ", file=sys.stderr, flush=True)
             rows += run_in_subprocess(case, method, K, args)
-            print(f"{time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-    header += f" and {os.getloadavg()[0]:.1f} at the end (other work shares the cores: timings are noisy)"
+    header += f"; load average {os.getloadavg()[0]:.1f} at the end (other work shares the cores: timings are noisy)"
     add_ratios(rows)
     items = targets(rows)
     notes = [f"{r['case']}, {r['method']}: {r['error_text']}" for r in rows if "error_text" in r]
@@ -512,12 +486,15 @@ def main(argv=None) -> int:
     for note in notes:
         print("  " + note)
     print("\nTargets (issue 6):")
-    print(format_targets(items))
+    print(_util.format_targets(items, wrap=True))
     with open(args.markdown, "w") as out:
-        out.write(f"# Cyclic programs: `python benchmarks/cyclic.py`\n\n{header}\n\n{table(rows, markdown=True)}\n\n")
+        out.write(f"# Cyclic programs: `{_util.command()}`\n\n{header}; {time.perf_counter() - start:.0f} s.\n\n"
+                  f"{table(rows, markdown=True)}\n\n")
         out.writelines(f"- {note}\n" for note in notes)
-        out.write(f"\nTargets (issue 6):\n\n{format_targets(items, markdown=True)}\n")
-    print(f"\nwrote {args.markdown}")
+        out.write(f"\nTargets (issue 6):\n\n{_util.format_targets(items, markdown=True)}\n")
+        out.write(f"\n![{PLOT_TITLE}]({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))})\n")
+    plot(rows, args.plot)  # after the table: a failed plot loses no figures
+    print(f"\nwrote {args.markdown} and {args.plot}")
     failed = any("error_text" in r or (r.get("ok") is False) for r in rows if "skipped" not in str(r.get("iterations")))
     return 1 if failed else 0
 

@@ -29,15 +29,18 @@ Run:
   python benchmarks/engine.py            # N = 10^5, L = 10, 100, 1000 (the 1000-layer unrolled one
                                          # takes about 10 s to compile); writes benchmarks/engine.md
   python benchmarks/engine.py --quick    # N = 10^4, L = 10, 100: a smoke test
+  python benchmarks/engine.py --n 2000 --layers 5 20 --overhead-layers 10 --repeats 5 --budget 2 \
+      --calls 20 --out /tmp/engine.md      # a quicker one (~25 s), beside it /tmp/engine.png
+
+The table is written as Markdown (`--out`) and plotted (`--plot`, by default beside it: engine.png):
+compile + first call and run against the number of layers, log-log, lagjax against lax.scan and the
+unrolled model; the other rows' ratios lagjax / alternative as bars.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -47,7 +50,11 @@ import numpy as np
 
 from lagjax import Computation, Constraints
 
-MARK = "ENGINE-CASE "
+if __package__:  # python -m benchmarks.engine
+    from . import _util
+else:  # python benchmarks/engine.py: this folder is first on sys.path
+    import _util
+
 WIDTH, BATCH = 32, 16
 
 
@@ -112,21 +119,9 @@ def loss_scan(x: dict) -> jax.Array:
 
 
 # --- timing, in the worker process -----------------------------------------------------------------------
-def clock(fn, *args):
-    """`(seconds, result)` of one call, `block_until_ready()` on the result."""
-    t = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t, out
-
-
 def steady(fn, x, repeats: int, budget: float) -> float:
     """The least time of up to `repeats` calls of `fn(x)` (at least 3; no more once `budget` s are spent)."""
-    best, start = float("inf"), time.perf_counter()
-    for k in range(repeats):
-        best = min(best, clock(fn, x)[0])
-        if k >= 2 and time.perf_counter() - start > budget:
-            break
-    return best
+    return _util.timed(lambda: fn(x), repeats, budget_s=budget, statistic=min)
 
 
 def digest(grad) -> list[float]:
@@ -155,7 +150,7 @@ def lagjax_case(build, x, repeats: int, budget: float) -> dict:
 def jitted_case(loss, x, repeats: int, budget: float) -> dict:
     """`jax.jit(jax.grad(loss))`: its first call (trace, compile, run), then steady state."""
     fn = jax.jit(jax.grad(loss))
-    first_s, grad = clock(fn, x)
+    first_s, grad = _util.clock(fn, x)
     return dict(first_s=first_s, run_s=steady(fn, x, repeats, budget), digest=digest(grad))
 
 
@@ -191,12 +186,10 @@ def run_case(kind: str, size: int, repeats: int, budget: float, calls: int) -> d
         C, last = layers(size)
         comp = Computation(lambda z: jnp.sum(z[last] ** 2), C.inputs, C)
         methods = {"gradient": comp.gradient, "jit": jax.jit(comp.gradient), "plain": jax.jit(jax.grad(loss_unrolled))}
-        digests = {m: digest(clock(fn, x)[1]) for m, fn in methods.items()}  # compile and warm up
-        best = dict.fromkeys(methods, float("inf"))
-        for _ in range(calls):  # in rounds, so that a slow spell of the machine hits every method
-            for m, fn in methods.items():
-                best[m] = min(best[m], clock(fn, x)[0])
-        results = {m: dict(run_s=best[m], digest=digests[m]) for m in methods}
+        digests = {m: digest(_util.clock(fn, x)[1]) for m, fn in methods.items()}  # compile and warm up
+        # in rounds, the same order each round, so that a slow spell of the machine hits every method; the least
+        times = _util.rounds({m: (lambda fn=fn: fn(x)) for m, fn in methods.items()}, calls, alternate=False)
+        results = {m: dict(run_s=min(times[m]), digest=digests[m]) for m in methods}
         results["gradient"]["cls"] = type(comp).__name__
         return results
     raise ValueError(f"unknown case {kind!r}")
@@ -206,32 +199,22 @@ def run_case(kind: str, size: int, repeats: int, budget: float, calls: int) -> d
 def in_subprocess(kind: str, size: int, args) -> dict:
     """`run_case` in a fresh Python process: its result, or `{"error": ...}`."""
     spec = dict(kind=kind, size=size, repeats=args.repeats, budget=args.budget, calls=args.calls)
-    env = {**os.environ, "JAX_ENABLE_X64": "1" if kind in ("chain", "reverse", "selfloop") else "0"}
-    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
-    t = time.perf_counter()
-    print(f"  {kind} {size:,} ...", end=" ", file=sys.stderr, flush=True)
+    env = {"JAX_ENABLE_X64": "1" if kind in ("chain", "reverse", "selfloop") else "0"}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env)
-    except subprocess.TimeoutExpired:
-        print(f"timeout ({args.timeout:g} s)", file=sys.stderr)
-        return {"error": "timeout"}
-    print(f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
-    for line in done.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    lines = [s for s in (done.stderr or done.stdout).splitlines() if s.strip()] or [f"exit status {done.returncode}"]
-    print("    " + "\n    ".join(lines[-15:]), file=sys.stderr)
-    return {"error": "error: " + lines[-1].strip()}  # the exception's line, last in the traceback
+        return _util.in_subprocess(__file__, spec, args.timeout, env=env, label=f"  {kind} {size:,}", tail=15)
+    except _util.WorkerError as e:
+        if e.timed_out:
+            return {"error": "timeout"}
+        return {"error": f"error: {e.last_line}"}  # the exception's line, last in the traceback
 
 
-def worker(spec: str) -> None:
-    """Run one case and print its result as one JSON line; an exception becomes its first line."""
+def worker_case(**spec) -> dict:
+    """`run_case` in the worker; an exception becomes `{"error": "error: <its first line>"}` (for the table)."""
     try:
-        result = run_case(**json.loads(spec))
+        return run_case(**spec)
     except Exception as e:  # noqa: BLE001 -- reported in the table
         first = (str(e).strip().splitlines() or [""])[0]
-        result = {"error": f"error: {type(e).__name__}: {first}"}
-    print(MARK + json.dumps(result), flush=True)
+        return {"error": f"error: {type(e).__name__}: {first}"}
 
 
 # --- the table -------------------------------------------------------------------------------------------
@@ -269,22 +252,42 @@ def line(row: str, ours: dict, alt_name: str, alt: dict, tolerance: float | None
             "—" if tolerance is None else agreement(ours, alt, tolerance)]
 
 
-def markdown(cells: list[list[str]]) -> str:
-    """The table in Markdown."""
-    rows = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 3 + ["---"] + ["---:"] * 6) + "|"]
-    return "\n".join(rows + ["| " + " | ".join(c) + " |" for c in cells])
+# --- the plot --------------------------------------------------------------------------------------------
+PLOT_TITLE = "lagjax engine costs: depth against lax.scan and the unrolled model; order, self-loop, call overhead"
+LAYER_METHODS = ("lagjax (Computation + comp.gradient)", "lax.scan jit(grad)", "unrolled jit(grad)")
 
 
-def provenance() -> str:
-    """The git commit of the measured lagjax, and whether lagjax/ has uncommitted changes."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        git = ["git", "-C", root]
-        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(git + ["status", "--porcelain", "lagjax"], capture_output=True, text=True).stdout.strip()
-        return f"lagjax commit {commit.stdout.strip()}" + (" with uncommitted changes in lagjax/" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "lagjax (no git)"
+def plot(by_depth: dict, pairs: list, path: str) -> None:
+    """Compile + first call and steady-state run against the number of layers (log-log), one line per
+    method; then the other rows' ratios lagjax / alternative as bars (above 1: lagjax slower)."""
+    fig, (compile_, run, others) = _util.subplots(3, width=5.5)
+    depths = sorted(by_depth)
+    for ax, key, scale, ylabel, title in ((compile_, "first_s", 1, "seconds", "compile + first call"),
+                                          (run, "run_s", 1e3, "ms", "steady-state run (least)")):
+        for k, name in enumerate(LAYER_METHODS):
+            points = [(L, by_depth[L][k][key] * scale) for L in depths if by_depth[L][k].get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), "os^"[k] + "-", color=f"C{k}", label=name)
+        _util.log_scale(ax, "y")
+        ax.set_xscale("log")
+        ax.set_xticks(depths, [f"{L:,}" for L in depths])
+        ax.set_xticks([], minor=True)
+        ax.set(xlabel="layers (32 × 32, batch 16)", ylabel=ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+
+    def ratio_of(ours, alt, key):
+        x, y = ours.get(key), alt.get(key)
+        return None if x is None or y is None else x / y
+
+    _util.bars(others, [label for label, _, _ in pairs],
+               {"compile + first": [ratio_of(o, a, "first_s") for _, o, a in pairs],
+                "run": [ratio_of(o, a, "run_s") for _, o, a in pairs]},
+               "lagjax / alternative", "other rows, ratios", lines=[(1, "parity", "grey")], annotate="{:.2f}",
+               legend=True)
+    others.tick_params(axis="x", labelsize=7)
+    _util.save_figure(fig, path, f"{PLOT_TITLE}\n{_util.short_machine()}")
 
 
 def parse_args(argv=None):
@@ -299,9 +302,8 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=float, default=20.0, help="seconds of steady-state calls per case (default 20)")
     p.add_argument("--calls", type=int, default=None, help="call-overhead calls per method (default 200; 50 with --quick)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed to one case (default 300)")
-    p.add_argument("--out", default=os.path.join(here, "engine.md"), help="the markdown (default benchmarks/engine.md)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    _util.output_options(p, os.path.join(here, "engine.md"), flags=("--out", "--markdown"))
+    args = _util.parse_args(p, argv)
     args.n = args.n or (10**4 if args.quick else 10**5)
     args.layers = sorted(args.layers or ([10, 100] if args.quick else [10, 100, 1000]))
     args.repeats = args.repeats or (5 if args.quick else 20)
@@ -310,47 +312,51 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    """Run every case (or, with `--worker`, one), print the table and write it to `--out`."""
+    """Run every case (or, with `--worker`, one), print the table, write it to `--out` and plot it to `--plot`."""
     args = parse_args(argv)
     if args.worker:
-        worker(args.worker)
-        return 0
-    machine = (f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores, "
-               f"{platform.processor() or platform.machine()}, Python {platform.python_version()}; {provenance()}")
+        return _util.worker(worker_case, args.worker)
+    machine = f"{_util.machine()}; {_util.provenance()}"
     print(machine, file=sys.stderr)
     start, n = time.perf_counter(), args.n
     reverse, forward, loop = (in_subprocess(kind, n, args) for kind in ("reverse", "chain", "selfloop"))
     cells = [line(f"reverse order {n:,}", reverse, "in order", forward, 1e-8),
              line(f"self-loop {n:,}", loop, "chain without the loop", forward, None)]
-    first = {}
+    pairs = [("reverse order\nvs in order", reverse, forward), ("self-loop\nvs chain", loop, forward)]
+    by_depth = {}  # layers L: the results of lagjax, lax.scan, unrolled
     for L in args.layers:
-        ours, scan, unrolled = (in_subprocess(kind, L, args) for kind in ("lagjax", "scan", "unrolled"))
+        ours, scan, unrolled = by_depth[L] = tuple(in_subprocess(kind, L, args) for kind in ("lagjax", "scan", "unrolled"))
         cells += [line(f"layers {L}", ours, "lax.scan jit(grad)", scan, 1e-4),
                   line(f"layers {L}", ours, "unrolled jit(grad)", unrolled, 1e-4)]
-        first[L] = (ours.get("first_s"), scan.get("first_s"), unrolled.get("first_s"))
     L = args.overhead_layers
     over = in_subprocess("overhead", L, args)
     mine, jitted, plain = (over if "error" in over else over[m] for m in ("gradient", "jit", "plain"))
     cells += [line(f"call overhead {L} (comp.gradient)", mine, "jax.jit(comp.gradient)", jitted, 1e-4),
               line(f"call overhead {L} (comp.gradient)", mine, "jit(grad(plain model))", plain, 1e-4)]
+    pairs += [(f"call overhead {L}\nvs jit(comp.gradient)", mine, jitted),
+              (f"call overhead {L}\nvs jit(grad(plain))", mine, plain)]
 
     lo, hi = args.layers[0], args.layers[-1]
+    first = {depth: [r.get("first_s") for r in by_depth[depth]] for depth in (lo, hi)}
     flat = [f"{a / b:.3g}" if a and b else "—" for a, b in zip(first[hi], first[lo])]
+    image = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
     text = (f"# lagjax engine costs (benchmarks/engine.py)\n\n{machine}. "
-            f"Run: `python benchmarks/engine.py{' --quick' if args.quick else ''}`, {time.perf_counter() - start:.0f} s; "
+            f"Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s; "
             f"each case in a fresh process, timeout {args.timeout:g} s; float64 for the scalar rows, float32 for the "
-            f"layers (32 × 32, batch 16).\n\n{markdown(cells)}\n\n"
+            f"layers (32 × 32, batch 16).\n\n{_util.format_markdown(HEADERS, cells, align='llrrrlrrrrrr')}\n\n"
             f"Flatness, compile + first call at {hi} layers / at {lo}: lagjax {flat[0]}, lax.scan {flat[1]}, "
             f"unrolled {flat[2]}.\n\n"
             "Ratios are lagjax / alternative (above 1: lagjax slower). compile + first: `Computation(...)` and the "
             "first `comp.gradient(x)`, or the first call of the jitted alternative; run: the least of the steady "
             f"calls ({args.repeats} at most; {args.calls} per method for call overhead, where run ms is the time per "
             "call). agree: largest relative difference of the gradients (layers: of the inputs' gradient norms); "
-            "the self-loop's alternative is the in-order chain's measurement, another function.\n")
-    with open(args.out, "w") as out:
+            "the self-loop's alternative is the in-order chain's measurement, another function.\n\n"
+            f"![{PLOT_TITLE}]({image})\n")
+    with open(args.markdown, "w") as out:
         out.write(text)
     print(text)
-    print(f"wrote {args.out}", file=sys.stderr)
+    plot(by_depth, pairs, args.plot)  # after the table: a failed plot loses no figures
+    print(f"wrote {args.markdown} and {args.plot}", file=sys.stderr)
     return 0
 
 

@@ -38,7 +38,7 @@ subprocess, so that its peak memory is its own; in it, after a warm-up (JAX star
 
 After the table, the targets of issue 3, each with the measured figure and "met" or "MISSED". The table
 is also written as Markdown (`--markdown`) and time per constraint against n is plotted, log-log, one
-panel per profile (`--plot`).
+panel per profile (`--plot`, by default beside the Markdown: scale.png).
 
 The NumPy twins of `lagjax.testing`'s random functions (value and hand-written gradient) are checked at
 start-up against the jnp functions and `jax.grad` of them, so a change in testing.py is caught.
@@ -48,17 +48,15 @@ Run:
   python benchmarks/scale.py --quick              # smoke run: n = 100, 1000, 5 repeats, jax.grad at 100
                                                   #   only (~2 min)
   python benchmarks/scale.py --sizes 100 1000 --profiles wide deep mixed --repeats 10
+  python benchmarks/scale.py --sizes 100 300 --repeats 3 --unrolled-limit 100 --markdown /tmp/scale.md
+                                                  # a smoke test (~50 s), beside it /tmp/scale.png
 Needs scipy and matplotlib besides lagjax.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 
@@ -70,8 +68,12 @@ jax.config.update("jax_enable_x64", True)
 
 from lagjax import testing  # noqa: E402
 
+if __package__:  # python -m benchmarks.scale
+    from . import _util
+else:  # python benchmarks/scale.py: this folder is first on sys.path
+    import _util
+
 DEFAULT_SIZES = [100, 1_000, 5_000, 10_000, 100_000, 1_000_000]
-WORKER_MARK = "SCALE-ROW "
 
 
 # --- NumPy twins of testing._RANDOM_FUNCTIONS: (value, gradient) of v, shape (k,) ----------------------
@@ -183,22 +185,9 @@ class NumpyOriginal:
 
 
 # --- measurements, one function per method ----------------------------------------------------------------
-def timed(fn, repeats: int, budget_s: float = 20.0) -> float:
-    """Median wall time of `fn()` over `repeats` calls (fewer, but at least 3, once `budget_s` is spent)."""
-    times, start = [], time.perf_counter()
-    while len(times) < repeats:
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-        if len(times) >= 3 and time.perf_counter() - start > budget_s:
-            break
-    return float(np.median(times))
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, MB (ru_maxrss: KB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+def timed(fn, repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` calls (fewer, but at least 3, once 20 s are spent)."""
+    return _util.timed(fn, repeats, budget_s=20.0, statistic=np.median)
 
 
 def warm_up(profile: str) -> None:
@@ -212,18 +201,14 @@ def measure_lagjax(n: int, profile: str, repeats: int):
     t = time.perf_counter()
     comp, x = testing.random_program(n, d=4, seed=0, profile=profile)
     build = time.perf_counter() - t
-    baseline = peak_rss_mb()
+    baseline = _util.peak_rss_mb()
     x = jnp.asarray(x)
-    t = time.perf_counter()
     # lagjax's own jitted gradient, its index tables passed as arguments (an outer
     # `jax.jit(comp.gradient)` would capture them as constants of the compiled program).
-    compiled = comp._jit["gradient"].lower(comp._tables, x).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    jax.block_until_ready(compiled(comp._tables, x))
-    first = time.perf_counter() - t
+    compiled, compile_s = _util.compile_timed(comp._jit["gradient"], comp._tables, x)
+    first = _util.clock(compiled, comp._tables, x)[0]
     run = timed(lambda: compiled(comp._tables, x)[0], repeats)  # (gradient, reports of cyclic blocks)
-    peak = peak_rss_mb()
+    peak = _util.peak_rss_mb()
     schedule = getattr(comp, "schedule", None)
     row = dict(
         layout=f"{schedule.num_steps}x{schedule.width}",
@@ -236,19 +221,13 @@ def measure_lagjax(n: int, profile: str, repeats: int):
 
 def xla_memory_mb(compiled) -> float | None:
     """argument + output + temp bytes of `compiled.memory_analysis()`, MB; None where XLA gives none."""
-    try:
-        stats = compiled.memory_analysis()
-        total = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
-    except Exception:  # not every backend or jax version reports it
-        return None
-    return total / 2**20
+    memory = _util.xla_memory_mb(compiled)
+    return sum(memory.values()) if memory else None
 
 
 def measure_unrolled(comp, x, repeats: int, lagjax_grad) -> dict:
     """`jax.grad` of the forward pass unrolled in Python, jitted: compile and steady-state run."""
-    t = time.perf_counter()
-    compiled = jax.jit(jax.grad(testing.reference_forward(comp))).lower(x).compile()
-    compile_s = time.perf_counter() - t
+    compiled, compile_s = _util.compile_timed(jax.jit(jax.grad(testing.reference_forward(comp))), x)
     error = testing.relative_error(lagjax_grad, compiled(x))
     return dict(grad_compile_s=compile_s, grad_run_s=timed(lambda: compiled(x), repeats),
                 check_grad=error, check_grad_ok=error <= 1e-10)
@@ -295,21 +274,14 @@ def run_case(n: int, profile: str, repeats: int, unrolled_limit: int, numpy_limi
     return row
 
 
-def run_case_in_subprocess(n: int, profile: str, args) -> dict:
+def run_case_in_subprocess(n: int, profile: str, args, label: str) -> dict:
     """`run_case` in a fresh Python process (so that its peak memory is its own); its row, or an error."""
     case = dict(n=n, profile=profile, repeats=args.repeats, unrolled_limit=args.unrolled_limit,
                 numpy_limit=args.numpy_limit)
-    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(case)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.case_timeout)
-    except subprocess.TimeoutExpired:
-        return dict(n=n, profile=profile, error=f"timed out after {args.case_timeout} s (--case-timeout)")
-    for line in done.stdout.splitlines():
-        if line.startswith(WORKER_MARK):
-            return json.loads(line[len(WORKER_MARK):])
-    lines = (done.stderr or done.stdout or "(no output)").strip().splitlines()
-    print("\n    ".join(["", *lines[-20:]]), file=sys.stderr)
-    return dict(n=n, profile=profile, error=f"exit status {done.returncode}: {lines[-1]}")
+        return _util.in_subprocess(__file__, case, args.case_timeout, label=label)
+    except _util.WorkerError as e:
+        return dict(n=n, profile=profile, error=f"{e} (--case-timeout)" if e.timed_out else str(e))
 
 
 # --- the table ----------------------------------------------------------------------------------------------
@@ -369,26 +341,13 @@ def table_cells(rows) -> tuple[list[str], list[list[str]]]:
         for header, get, fmt in COLUMNS:
             value = None if ("error" in row and header not in ("n", "profile", "checks")) else get(row)
             if value is not None:
-                line.append(fmt(value) if callable(fmt) else fmt.format(value))
+                line.append(_util.fmt(value, fmt))
             elif "error" not in row and header in SKIPPED:
                 line.append("skipped")
             else:
                 line.append("—")
         cells.append(line)
     return headers, cells
-
-
-def format_text(headers, cells) -> str:
-    widths = [max(len(h), *(len(c[k]) for c in cells)) for k, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells]
-    return "\n".join(lines)
-
-
-def format_markdown(headers, cells) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(line) + " |" for line in cells]
-    return "\n".join(lines)
 
 
 def notes(rows, args) -> list[str]:
@@ -412,10 +371,6 @@ def _find(rows, n, profile=None):
     return [r for r in rows if r["n"] == n and (profile is None or r["profile"] == profile) and "error" not in r]
 
 
-def _verdict(ok):
-    return "met" if ok else "MISSED"
-
-
 def targets(rows) -> list[tuple[str, str, str]]:
     """Each issue-3 target: (target, measured figure, "met" / "MISSED" / "not measured")."""
     out = []
@@ -426,7 +381,7 @@ def targets(rows) -> list[tuple[str, str, str]]:
         note = "" if largest >= 1_000_000 else f" (largest n measured {largest:,})"
         out.append(("compile + first call <= 2 s, every n <= 10⁶",
                     f"worst {worst['compile_first_s']:.2f} s at n={worst['n']:,} {worst['profile']}{note}",
-                    _verdict(worst["compile_first_s"] <= 2)))
+                    _util.verdict(worst["compile_first_s"] <= 2)))
     else:
         out.append(("compile + first call <= 2 s, every n <= 10⁶", "—", "not measured"))
     profiles = sorted({r["profile"] for r in rows}, key=lambda p: testing.PROFILES.index(p))
@@ -459,15 +414,7 @@ def _at(rows, n, profile, target, judge, needs="run_s"):
     if not found:
         return target, f"— (n={n:,} {profile} not in this run)", "not measured"
     figure, ok = judge(found[0])
-    return target, figure, _verdict(ok)
-
-
-def format_targets(items, markdown=False) -> str:
-    if markdown:
-        lines = ["| target | measured | |", "|---|---|---|"]
-        return "\n".join(lines + [f"| {t} | {m} | {s} |" for t, m, s in items])
-    width = max(len(t) for t, _, _ in items)
-    return "\n".join(f"  {s:<12} {t:<{width}}  {m}" for t, m, s in items)
+    return target, figure, _util.verdict(ok)
 
 
 # --- the plot ------------------------------------------------------------------------------------------------
@@ -481,15 +428,10 @@ METHODS = [  # label, row key (seconds per gradient or solve), line style, colou
 
 def plot(rows, path: str) -> None:
     """Time per constraint against n, log-log, one line per method, one panel per profile."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     profiles = sorted({r["profile"] for r in rows}, key=lambda p: testing.PROFILES.index(p))
-    fig, axes = plt.subplots(1, len(profiles), figsize=(6 * len(profiles), 4.5), sharey=True, squeeze=False)
+    fig, axes = _util.subplots(len(profiles), sharey=True)
     limits = dict(wide=150, deep=500)
-    for ax, profile in zip(axes[0], profiles):
+    for ax, profile in zip(axes, profiles):
         ok = sorted((r for r in rows if r["profile"] == profile and "error" not in r), key=lambda r: r["n"])
         for label, key, style, colour in METHODS:
             points = [(r["n"], r[key] / r["n"] * 1e9) for r in ok if r.get(key) is not None]
@@ -500,15 +442,8 @@ def plot(rows, path: str) -> None:
         ax.set(xscale="log", yscale="log", xlabel="n (constraints)", title=f"{profile} programs")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("time per constraint (ns)")
-    fig.suptitle("Gradient time per constraint, float64, " + _machine())
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _machine() -> str:
-    return f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores"
+    axes[0].set_ylabel("time per constraint (ns)")
+    _util.save_figure(fig, path, "Gradient time per constraint, float64, " + _util.short_machine())
 
 
 # --- main ----------------------------------------------------------------------------------------------------
@@ -526,11 +461,8 @@ def parse_args(argv=None):
     parser.add_argument("--case-timeout", type=float, default=3600, help="seconds allowed to one (n, profile) case")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: sizes 100 1000, 5 repeats, jax.grad only at 100")
-    parser.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "scale.png"))
-    parser.add_argument("--markdown", default=os.path.join(os.path.dirname(__file__), "scale.md"))
-    parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    _util.output_options(parser, os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale.md"), json_option=True)
+    args = _util.parse_args(parser, argv)
     args.sizes = args.sizes or ([100, 1_000] if args.quick else DEFAULT_SIZES)
     args.repeats = args.repeats or (5 if args.quick else 20)
     if args.unrolled_limit is None:
@@ -538,45 +470,37 @@ def parse_args(argv=None):
     return args
 
 
-def worker(case_json: str) -> None:
-    case = json.loads(case_json)
-    row = run_case(case["n"], case["profile"], case["repeats"], case["unrolled_limit"], case["numpy_limit"])
-    print(WORKER_MARK + json.dumps(row), flush=True)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        worker(args.worker)
-        return 0
+        return _util.worker(run_case, args.worker)
     check_numpy_twins()
-    header = f"{_machine()}, float64, scipy {__import__('scipy').__version__}, {platform.processor() or platform.machine()}"
+    header = f"{_util.machine()}; float64, scipy {__import__('scipy').__version__}; {_util.provenance()}"
     print(header)
     cases = [(n, p) for n in sorted(args.sizes) for p in args.profiles]
-    rows = []
+    rows, start = [], time.perf_counter()
     for k, (n, profile) in enumerate(cases, 1):
-        t = time.perf_counter()
-        print(f"[{k}/{len(cases)}] n={n:,} {profile} ...", end=" ", file=sys.stderr, flush=True)
-        rows.append(run_case_in_subprocess(n, profile, args))
-        print(f"{time.perf_counter() - t:.0f} s" + (" FAILED" if "error" in rows[-1] else ""), file=sys.stderr, flush=True)
+        rows.append(run_case_in_subprocess(n, profile, args, f"[{k}/{len(cases)}] n={n:,} {profile}"))
 
     headers, cells = table_cells(rows)
     items = targets(rows)
     print()
-    print(format_text(headers, cells))
+    print(_util.format_text(headers, cells))
     for note in notes(rows, args):
         print("  " + note)
     print("\nTargets (issue 3):")
-    print(format_targets(items))
+    print(_util.format_targets(items))
 
     with open(args.markdown, "w") as out:
-        out.write(f"{header}\n\n{format_markdown(headers, cells)}\n\n")
+        out.write(f"{header}. Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s.\n\n"
+                  f"{_util.format_markdown(headers, cells)}\n\n")
         out.writelines(f"- {note}\n" for note in notes(rows, args))
-        out.write(f"\nTargets (issue 3):\n\n{format_targets(items, markdown=True)}\n")
-    plot(rows, args.plot)
+        out.write(f"\nTargets (issue 3):\n\n{_util.format_targets(items, markdown=True)}\n")
+        out.write(f"\n![Gradient time per constraint against n, log-log, one panel per profile]"
+                  f"({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))})\n")
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(dict(machine=header, args=vars(args), rows=rows), out, indent=1)
+        _util.write_json(args.json, header, args, rows)
+    plot(rows, args.plot)  # after the table: a failed plot loses no figures
     print(f"\nwrote {args.markdown} and {args.plot}" + (f" and {args.json}" if args.json else ""))
     failed = any("error" in r or _checks(r) != "ok" for r in rows)
     return 1 if failed else 0

@@ -7,9 +7,17 @@ differentiate it; `Solver` options for the cyclic blocks, `SolveError` when one 
 `lagjax.testing` (independent oracles).
 """
 
-from lagjax._computation import Computation, SolveError
-from lagjax._cyclic import Solver, Status
-from lagjax._program import Constraint, Constraints
+from importlib import metadata as _metadata
 
-__all__ = ["Computation", "Constraint", "Constraints", "SolveError", "Solver", "Status"]
-__version__ = "0.1.0"
+from lagjax._computation import Computation, SolveError
+from lagjax._cyclic import Info, Solver, Status
+from lagjax._graph import Graph
+from lagjax._program import Constraint, Constraints
+from lagjax._schedule import Block
+
+__all__ = ["Block", "Computation", "Constraint", "Constraints", "Graph", "Info", "SolveError", "Solver", "Status"]
+
+try:
+    __version__ = _metadata.version("lagjax")
+except _metadata.PackageNotFoundError:  # not installed: run from a source checkout
+    __version__ = "0.0.0+unknown"

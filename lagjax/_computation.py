@@ -25,13 +25,14 @@ name, each of its variable's shape; the matrices of the method (`dconstraints`, 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lagjax import _cyclic, _function, _layout, _linear, _local, _schedule, _signature, _sweeps
+from lagjax import _activity, _cyclic, _function, _layout, _linear, _local, _schedule, _signature, _sweeps
 from lagjax._program import Constraints
 
 
@@ -109,7 +110,7 @@ class Computation:
         self.solver = _cyclic.check_solver(_cyclic.Solver() if solver is None else solver)
         self.checked = bool(checked)
 
-        level, blocks = constraints.condensation()
+        self._condensation = level, blocks = constraints.condensation()
         self.schedule = schedule = _schedule.build(
             self.d, [shapes[name] for name in self.names], records, constraints.groups, level, blocks, self.names
         )
@@ -121,8 +122,11 @@ class Computation:
         self._segment_of_block = [k for k, (_, _, b) in enumerate(schedule.segments) if b >= 0]
         self._names = {None: self.names, "inputs": self.input_names, "constraints": self.names[self.d :]}
         self._functions = {}  # as_function's results, one per (output, as_dict): compiled once
+        self._restrictions = {}  # the active parts (`_activity`), by active inputs
         _warn_if_many_groups(schedule)
         self._jit = {name: jax.jit(getattr(self, "_" + name + "_entry")) for name in _ENTRIES}
+        for name in ("gradient_part", "tangents_part"):  # the active part's sweeps, one per set of inputs
+            self._jit[name] = jax.jit(getattr(self, "_" + name + "_entry"), static_argnames="active")
 
     # --- the internal protocol: solve, linearise, objective ----------------------------------
     def solve_buffers(self, tables, x):
@@ -175,6 +179,16 @@ class Computation:
             return self.storage.from_dict({name: jnp.reshape(g[name], self.shapes[name]) for name in self.names}, z[0].dtype)
         return self.storage.from_flat(jnp.reshape(g, (self.n,)).astype(z[0].dtype), tables["storage"])
 
+    def restriction(self, inputs) -> _activity.Restriction | None:
+        """The active part for the inputs `inputs` (indices; `_activity`), built once; None when
+        it is the whole program (every variable computed from them, every argument active)."""
+        key = tuple(sorted(set(int(i) for i in inputs)))
+        if key not in self._restrictions:
+            R = _activity.Restriction(self, key)
+            whole = R.variables.size == self.n and all(all(mark) for mark in R.schedule.active)
+            self._restrictions[key] = None if whole else R
+        return self._restrictions[key]
+
     def _report(self, infos) -> list:
         """Per cyclic block, its `Info`, from a sweep's per-segment infos."""
         if infos is None:
@@ -209,6 +223,21 @@ class Computation:
     def _gradient_entry(self, tables, x):
         _, lam, report = self._multipliers(tables, x)
         return self._out(lam, tables, "inputs"), report
+
+    def _gradient_part_entry(self, tables, rtables, x, active):
+        R = self.restriction(active)
+        z, forward = self.solve_buffers(tables, x)
+        maps = R.linearize(z, rtables)
+        lam, report = R.multipliers(maps, R.gather(self.objective_gradient(z, tables), rtables), rtables)
+        return R.out(lam, rtables), {"forward": forward, "multipliers": report}
+
+    def _tangents_part_entry(self, tables, rtables, x, v, active):  # v: the active inputs' directions, by name
+        R = self.restriction(active)
+        z, forward = self.solve_buffers(tables, x)
+        dtype = z[0].dtype
+        t, report = R.tangents(R.linearize(z, rtables), R.seed(v, dtype, rtables), rtables)
+        t = R.scatter(t, rtables, dtype)
+        return (self._out(z, tables), self._out(t, tables)), {"forward": forward, "tangents": report}
 
     def _tangents_entry(self, tables, x, v):  # v: (m, width), flat input directions
         z, forward = self.solve_buffers(tables, x)
@@ -410,19 +439,52 @@ class Computation:
         z, lam = self._run("multipliers", self._inputs(x))
         return self._result(z), self._result(lam)
 
-    def gradient(self, x):
-        """The gradient of `f(z(x))` w.r.t. `x`: the input multipliers, shape `(d,)` (or a dict by input name)."""
-        return self._result(self._run("gradient", self._inputs(x)), "inputs")
+    def gradient(self, x, wrt: Sequence[Hashable] | None = None):
+        """The gradient of `f(z(x))` w.r.t. `x`: the input multipliers, shape `(d,)` (or a dict by input name).
+
+        `wrt`: the names of the inputs to differentiate w.r.t. (default all). The multipliers are
+        then solved on the active part only, the variables computed from those inputs (`_activity`),
+        and the result holds those inputs only: shape `(len(wrt),)` in input order, or a dict.
+        """
+        if wrt is None:
+            return self._result(self._run("gradient", self._inputs(x)), "inputs")
+        active = self._wrt(wrt)
+        R = self.restriction(active)
+        if R is None:
+            full = self._result(self._run("gradient", self._inputs(x)), "inputs")
+            return {self.names[i]: full[self.names[i]] for i in active} if self.dicts else full[np.asarray(active)]
+        result, report = self._jit["gradient_part"](self._tables, R.tables, self._inputs(x), active=active)
+        self._check(report)
+        return R.result(result)
+
+    def _wrt(self, wrt) -> tuple[int, ...]:
+        """`wrt`, names of inputs, as their sorted indices; a clear error for anything else."""
+        if isinstance(wrt, (str, bytes)) or not isinstance(wrt, Iterable):
+            raise TypeError(f"`wrt` must be a list of input names (of {self.input_names}); got {wrt!r}.")
+        wrt = list(wrt)
+        unknown = [name for name in wrt if not _is_input(self.layout, name)]
+        if unknown or not wrt:
+            raise ValueError(f"`wrt` must name some of the program's inputs {self.input_names}; got {wrt!r} (not inputs: {unknown}).")
+        return tuple(sorted({self.layout.index[name] for name in wrt}))
 
     def tangents(self, x, v):
         """Forward mode: `(z, t)` with `t = dz/dx · v`, the directional derivative of z along v.
 
         Solves `Dᵀ t = -[v; 0]` by forward substitution; D is never built. Vectors: `v` shape `(d,)`,
         or `(m, d)` for m directions at once; `t` shape `(n,)` or `(m, n)`. Dicts: `v` a dict by input
-        name like `x`, `t` a dict by variable name.
+        name like `x`, `t` a dict by variable name; an input missing from `v` has direction zero, and
+        only the variables computed from the others are swept (the rest of `t` is zero).
         """
         x = self._inputs(x)
         dtype = jax.tree.leaves(x)[0].dtype if jax.tree.leaves(x) else None
+        if self.dicts and isinstance(v, Mapping) and set(v) < set(self.input_names):  # zero along the others
+            R = self.restriction(self._wrt(list(v)))
+            if R is not None:
+                v = self.layout.check(v, "v", R.names, dtype)
+                (z, t), report = self._jit["tangents_part"](self._tables, R.tables, x, v, active=R.inputs)
+                self._check(report)
+                return self._result(z), self._result(t)
+            v = {**{name: np.zeros(self.shapes[name], dtype) for name in self.input_names}, **v}
         if self.dicts:
             directions = self.layout.flatten(self.layout.check(v, "v", self.input_names, dtype), self.input_names)[None]
         else:
@@ -536,6 +598,14 @@ class Computation:
             self._functions[key] = _function.make(self, output, as_dict)
         return self._functions[key]
 
+    def graph(self, x=None, *, max_nodes: int = 200, partials: bool = False):
+        """A picture of the program: its variables (with their values z and multipliers λ at `x`, if
+        given), arguments, groups and cyclic blocks; a summary past `max_nodes` variables. Returns a
+        `lagjax.Graph` (`.dot`, `.save(path)` to .dot/.svg/.png); see `lagjax._graph.graph`."""
+        from lagjax._graph import graph
+
+        return graph(self, x, max_nodes=max_nodes, partials=partials)
+
 
 _ENTRIES = (
     "solve", "forward", "multipliers", "gradient", "tangents", "jacobian", "penalties", "lagrangian",
@@ -547,6 +617,13 @@ def _float_type(values: dict):
     """The common float type of a dict of arrays (integers: the default float type)."""
     dtype = np.result_type(*(v.dtype for v in values.values())) if values else np.dtype(jnp.result_type(float))
     return dtype if np.issubdtype(dtype, np.floating) else np.dtype(jnp.result_type(float))
+
+
+def _is_input(layout, name) -> bool:
+    try:
+        return layout.index[name] < len(layout.input_names)
+    except (KeyError, TypeError):
+        return False
 
 
 def _input_rows(schedule: _schedule.Schedule, c: int) -> np.ndarray:

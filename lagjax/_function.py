@@ -39,6 +39,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from lagjax import _layout, _sweeps
 
@@ -62,10 +63,15 @@ def implicit_solution(comp) -> Callable:
         comp._check({"forward": report})
         return z
 
-    @solution.defjvp
     def solution_jvp(primals, tangents):
         (tables, x), (_, dx) = primals, tangents
         z = solution(tables, x)
+        active = _active_inputs(comp, dx)
+        if not active:
+            return z, [_zero(b) for b in z]
+        R = comp.restriction(active)
+        if R is not None:
+            return z, _restricted_tangents(comp, R, z, dx)
         maps = comp.linearize(tables, z)  # differentiable in z: second orders flow through the local maps
 
         def matvec(t):
@@ -86,7 +92,48 @@ def implicit_solution(comp) -> Callable:
         seed = storage.seed(dx, z[0].dtype, tables["storage"])
         return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
 
+    # Symbolic zeros: the inputs not differentiated are known, and only the active part is swept.
+    solution.defjvp(solution_jvp, symbolic_zeros=True)
     return solution
+
+
+def _active_inputs(comp, dx) -> tuple[int, ...]:
+    """The inputs whose tangents are not symbolic zeros (`dx` a vector, or a dict by input name)."""
+    if not isinstance(dx, Mapping):
+        return () if isinstance(dx, SymbolicZero) else tuple(range(comp.d))
+    index = comp.layout.index
+    return tuple(sorted(index[name] for name, t in dx.items() if not isinstance(t, SymbolicZero)))
+
+
+def _restricted_tangents(comp, R, z, dx) -> list:
+    """`dz` for the tangents `dx` of the active inputs only: the same linear solve as on the whole
+    program, on its active part (`_activity`); zero outside it.
+
+    The restriction's tables are constants of the trace here (the rule cannot take arguments of its
+    own), so a restricted `as_function` derivative embeds them in its compiled code.
+    """
+    tables, dtype = R.tables, z[0].dtype
+    maps = R.linearize(z, tables)
+
+    def solve(_, b):
+        t, report = R.tangents(maps, b, tables)
+        comp._check({"tangents": report})
+        return t
+
+    def transpose_solve(_, c):
+        lam, report = R.multipliers(maps, c, tables)
+        comp._check({"multipliers": report})
+        return lam
+
+    seed = R.seed({name: dx[name] for name in R.names}, dtype, tables)
+    t = jax.lax.custom_linear_solve(lambda t: R.matvec(maps, tables, t), seed, solve, transpose_solve)
+    dz = R.scatter(t, tables, dtype)
+    # a class holding no active variable has a symbolic zero tangent: no zero is formed downstream
+    return [dz[c] if c in R.active_classes else _zero(b) for c, b in enumerate(z)]
+
+
+def _zero(value):
+    return SymbolicZero(jax.typeof(value).to_tangent_aval())
 
 
 def with_gradient(f: Callable, df: Callable) -> Callable:
@@ -136,12 +183,13 @@ class Packing:
         x = _check_real(x, "x", (self.d,), f"one value per input {self.input_names}")
         return x
 
-    def vector(self, x) -> jax.Array:
-        """The checked `x` as a float vector `(d,)` (a dict's values promoted to their common type)."""
+    def vector(self, x):
+        """The checked `x` as a float vector `(d,)`, or a dict's values promoted to their common type
+        (kept a dict, so that inputs not differentiated have tangents of their own: symbolic zeros)."""
         if isinstance(x, Mapping):
-            values = [_float(jnp.asarray(x[name])) for name in self.input_names]
-            dtype = jnp.result_type(*values)
-            return jnp.stack([v.astype(dtype) for v in values])
+            values = {name: _float(jnp.asarray(x[name])) for name in self.input_names}
+            dtype = jnp.result_type(*values.values())
+            return {name: v.astype(dtype) for name, v in values.items()}
         return _float(x)
 
     def solution(self, z, tables, as_dict: bool):

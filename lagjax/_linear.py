@@ -47,21 +47,39 @@ class AtPoint:
         dtype = self.z[0].dtype
         return lambda *a: group.apply(a, data).astype(dtype)
 
+    def _of_active(self, g, data, args):
+        """Group g's function of its active arguments only, the others fixed at `args`; and those."""
+        active = [p for p, a in enumerate(self.schedule.active[g]) if a]
+        f = self._function(g, data)
+
+        def of_active(*values):
+            full = list(args)
+            for p, value in zip(active, values):
+                full[p] = value
+            return f(*full)
+
+        return of_active, active
+
     def pullback(self, g, lanes, cotangent):
+        """Per argument position, `(∂f_i/∂z_a)ᵀ c`; zero at inactive positions (never computed)."""
         s = self.schedule
         data = _local.member_data(s, self.tables, g, lanes["members"])
 
         def one(args, d, c):
-            return jax.vjp(self._function(g, d), *args)[1](c)
+            f, active = self._of_active(g, d, args)
+            pulled = dict(zip(active, jax.vjp(f, *[args[p] for p in active])[1](c)))
+            return [pulled[p] if p in pulled else jnp.zeros_like(a) for p, a in enumerate(args)]
 
         return list(jax.vmap(one, in_axes=(0, _local.data_axes(s, g), 0))(self._arguments(g, lanes), data, cotangent))
 
     def pushforward(self, g, lanes, tangents):
+        """`Σ_a ∂f_i/∂z_a t_a` over the active positions: no tangent is pushed through f elsewhere."""
         s = self.schedule
         data = _local.member_data(s, self.tables, g, lanes["members"])
 
         def one(args, d, ts):
-            return jax.jvp(self._function(g, d), tuple(args), tuple(ts))[1]
+            f, active = self._of_active(g, d, args)
+            return jax.jvp(f, tuple(args[p] for p in active), tuple(ts[p] for p in active))[1]
 
         return jax.vmap(one, in_axes=(0, _local.data_axes(s, g), 0))(self._arguments(g, lanes), data, tangents)
 

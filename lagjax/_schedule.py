@@ -105,6 +105,9 @@ class Schedule:
       group_data, group_shared: per group, its members' captured data stacked (a leaf all share kept once).
       lane_source: (S * width,) each lane's row among the scalar groups' members concatenated (group
         after group); the last row (zeros) for other lanes. `scalar_groups` those groups.
+      active: per group, per argument position, whether the sweeps differentiate w.r.t. it (all True
+        but in a program's active part, `_activity`): the local maps are taken w.r.t. the active
+        positions only, and the others are not `real`.
     """
 
     d: int
@@ -145,6 +148,7 @@ class Schedule:
     group_shared: tuple
     scalar_groups: tuple
     lane_source: np.ndarray
+    active: tuple
 
     @property
     def num_steps(self) -> int:
@@ -188,15 +192,26 @@ class Schedule:
         )
 
 
-def build(d: int, shapes: Sequence[tuple], constraints: Sequence, groups: Sequence[Group], level: np.ndarray, blocks: Sequence[np.ndarray], names: Sequence) -> Schedule:
+def build(
+    d: int,
+    shapes: Sequence[tuple],
+    constraints: Sequence,
+    groups: Sequence[Group],
+    level: np.ndarray,
+    blocks: Sequence[np.ndarray],
+    names: Sequence,
+    active: Sequence[tuple] | None = None,
+) -> Schedule:
     """Build the schedule of `d` inputs and `constraints` (records with `args`, `group`, `data`).
 
     `shapes`: every variable's shape; `groups`: the constraints' groups; `level`: every variable's
-    level and `blocks` the cyclic blocks' variables (`_components.condensation`).
+    level and `blocks` the cyclic blocks' variables (`_components.condensation`); `active`: per
+    group, which argument positions are differentiated (default all).
     """
     n_c = len(constraints)
     n = d + n_c
     G = len(groups)
+    active = tuple(tuple(a) for a in active) if active is not None else tuple((True,) * g.k for g in groups)
     # --- classes -------------------------------------------------------------------------
     class_of_shape: dict = {}
     var_class = np.fromiter((class_of_shape.setdefault(tuple(s), len(class_of_shape)) for s in shapes), np.int64, n)
@@ -305,7 +320,11 @@ def build(d: int, shapes: Sequence[tuple], constraints: Sequence, groups: Sequen
     arg_rows = np.where(present, arg_rows, spare_row[pos_class][:, None, :])
     own_block = block_of[np.minimum(out, n - 1)]
     arg_block = block_of[np.maximum(lane_args, 0)]
+    position_active = np.ones((max(G, 1), kmax), bool)
+    for g in range(G):
+        position_active[g, : groups[g].k] = active[g]
     real = valid[..., None] & present & ~((own_block[..., None] >= 0) & (arg_block == own_block[..., None]))
+    real &= position_active[step_group][:, None, :]
 
     # --- where each step's contributions to the multipliers of each class go ------------------
     scatter, scatter_lanes, scatter_kmax = [], [], []
@@ -396,6 +415,7 @@ def build(d: int, shapes: Sequence[tuple], constraints: Sequence, groups: Sequen
         group_shared=tuple(group_shared),
         scalar_groups=scalar_groups,
         lane_source=i32(lane_source),
+        active=active,
     )
 
 

@@ -3,10 +3,13 @@
 `blog_program()` is `f(x) = exp(exp(x) + exp(x)²) + sin(exp(x) + exp(x)²)` as constraints a..f;
 `two_input_program()` is the original code's example. `report` prints, for a Computation at x: the
 constraints, the forward values, the multipliers, the gradient, and every oracle of
-`lagjax.testing` with its largest error.
+`lagjax.testing` with its largest error. `main` also draws the blog program's graph, with its values
+and multipliers (`Computation.graph`), to `lagjax_demo.png`.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -76,13 +79,31 @@ def report(comp: Computation, x, title: str) -> bool:
     return passed
 
 
-def main() -> int:
-    """Run the demo; the exit status is 0 when every oracle passed."""
+def write_graph(comp: Computation, x, path: str) -> None:
+    """Draw `comp`'s graph at `x` to `path` (.png, .svg or .dot) and say where; without matplotlib
+    (for .png and .svg), say so and go on."""
+    try:
+        written = comp.graph(x).save(path)
+    except ImportError as error:
+        print(f"graph not written: {error}\n")
+        return
+    print(f"graph of the blog program, with its values and multipliers at x = {list(x)}: {os.path.abspath(written)}\n")
+
+
+def main(graph: str | None = "lagjax_demo.png") -> int:
+    """Run the demo; the exit status is 0 when every oracle passed.
+
+    Args:
+      graph: where to write the blog program's graph (.png, .svg or .dot, in the current directory
+        by default); None or "" skips it.
+    """
     jax.config.update("jax_enable_x64", True)
     x = 0.3
     comp = blog_program()
     passed = report(comp, [x], "f(x) = exp(exp(x) + exp(x)²) + sin(exp(x) + exp(x)²)")
     print(f"by hand: f'({x}) = (exp(c) + cos(c))(a + 2a²) = {blog_gradient(x):.15g}\n")
+    if graph:
+        write_graph(comp, [x], graph)
     passed &= report(two_input_program(), [0.3, -0.2], "the original two-input example, f(z) = r·z")
     print("all oracles passed" if passed else "SOME ORACLES FAILED")
     return 0 if passed else 1

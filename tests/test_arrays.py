@@ -4,10 +4,6 @@ Every result is checked against an independent oracle: `jax.grad` / `jax.hessian
 written as plain JAX, and `lagjax.testing`'s oracles (the plain loop, dense solves, finite differences).
 """
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -194,35 +190,3 @@ def test_objective_checked():
         lagjax.Computation(lambda z: z["h"], C.inputs, C)
     with pytest.raises(TypeError, match=r"objective `f` failed"):
         lagjax.Computation(lambda z: z["nope"], C.inputs, C)
-
-
-FORWARD_MODE_SCRIPT = """
-import jax, jax.numpy as jnp, numpy as np, lagjax
-from lagjax import testing
-rng = np.random.default_rng(0)
-shapes = {"X": (64, 128), "Y": (64, 128), "W0": (64, 64), "W1": (64, 64)}
-C = lagjax.Constraints(shapes)
-C.add("h0", lambda W, h: jnp.tanh(W @ h), ["W0", "X"])
-C.add("h1", lambda W, h: jnp.tanh(W @ h), ["W1", "h0"])
-C.add("loss", lambda h, y: jnp.mean((h - y) ** 2), ["h1", "Y"])
-fn = lagjax.Computation(lambda z: z["loss"], C.inputs, C).as_function()
-x = {k: jnp.asarray(rng.normal(size=s) / 8, jnp.float32) for k, s in shapes.items()}
-params, data = {k: x[k] for k in ("W0", "W1")}, {k: x[k] for k in ("X", "Y")}
-v = jax.tree.map(jnp.ones_like, params)
-plain = lambda p: jnp.mean((jnp.tanh(p["W1"] @ jnp.tanh(p["W0"] @ data["X"])) - data["Y"]) ** 2)
-expected = jax.jvp(plain, (params,), (v,))[1]
-assert testing.relative_error(jax.jvp(lambda p: fn({**p, **data}), (params,), (v,))[1], expected) < 1e-4
-"""
-
-
-def test_forward_mode_with_data_not_differentiated():
-    """`jax.jvp` w.r.t. the weights only, the data closed over (float32, width 64), against plain JAX.
-
-    Run with XLA's experimental "ynn" fusion off: XLA:CPU in jaxlib 0.10.2 miscompiles a matrix
-    product with a constant zero operand (`jnp.tanh(W @ jnp.zeros((64, 128)))` gives NaN), which is
-    what the data's zero tangents meet here; with the fusion on, this answer is garbage (README,
-    Limitations).
-    """
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_experimental_ynn_fusion_type=").strip())
-    done = subprocess.run([sys.executable, "-c", FORWARD_MODE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]

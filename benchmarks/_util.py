@@ -23,7 +23,8 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -37,8 +38,14 @@ def clock(fn: Callable, *args) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def timed(fn: Callable[[], Any], repeats: int, budget_s: float = 20.0, statistic: Callable = np.median,
-          at_least: int = 3, at_least_if_slow: int | None = None) -> float:
+def timed(
+    fn: Callable[[], Any],
+    repeats: int,
+    budget_s: float = 20.0,
+    statistic: Callable = np.median,
+    at_least: int = 3,
+    at_least_if_slow: int | None = None,
+) -> float:
     """Steady-state wall time of `fn()`: `statistic` of up to `repeats` calls, `block_until_ready()` on each.
 
     Fewer calls once `budget_s` seconds are spent, but at least `at_least` (or `at_least_if_slow` when
@@ -56,9 +63,14 @@ def timed(fn: Callable[[], Any], repeats: int, budget_s: float = 20.0, statistic
     return float(statistic(times))
 
 
-def rounds(calls: dict[str, Callable[[], Any]], repeats: int, min_rounds: int | None = None,
-           budget_s: float | None = None, alternate: bool = True,
-           max_calls: dict[str, int] | None = None) -> dict[str, list[float]]:
+def rounds(
+    calls: dict[str, Callable[[], Any]],
+    repeats: int,
+    min_rounds: int | None = None,
+    budget_s: float | None = None,
+    alternate: bool = True,
+    max_calls: dict[str, int] | None = None,
+) -> dict[str, list[float]]:
     """The times of several functions called in rounds, `{name: [seconds, ...]}`, `block_until_ready()` on each.
 
     Each round calls every function once, so that a slow spell of a shared machine hits them all alike;
@@ -72,7 +84,7 @@ def rounds(calls: dict[str, Callable[[], Any]], repeats: int, min_rounds: int | 
     times = {name: [] for name in calls}
     names, start = list(calls), time.perf_counter()
     for round_ in range(repeats):
-        for name in (names if not alternate or round_ % 2 == 0 else names[::-1]):
+        for name in names if not alternate or round_ % 2 == 0 else names[::-1]:
             if max_calls and len(times[name]) >= max_calls.get(name, repeats):
                 continue
             times[name].append(clock(calls[name])[0])
@@ -112,14 +124,12 @@ class WorkerError(RuntimeError):
     """A worker that timed out, or exited without printing its result. `str()`: "timed out after T s" or
     "exit status N: <its last line of output>" (a traceback's last line: the exception)."""
 
-    def __init__(self, message: str, returncode: int | None = None, last_line: str | None = None,
-                 timed_out: bool = False):
+    def __init__(self, message: str, returncode: int | None = None, last_line: str | None = None, timed_out: bool = False):
         super().__init__(message)
         self.returncode, self.last_line, self.timed_out = returncode, last_line, timed_out
 
 
-def in_subprocess(script: str, spec: dict, timeout: float, env: dict | None = None, label: str | None = None,
-                  tail: int = 20):
+def in_subprocess(script: str, spec: dict, timeout: float, env: dict | None = None, label: str | None = None, tail: int = 20):
     """Run `python script --worker JSON(spec)` in a fresh Python process and return the result its
     `worker` printed (so that every case has its own memory peak and compile caches).
 
@@ -132,13 +142,12 @@ def in_subprocess(script: str, spec: dict, timeout: float, env: dict | None = No
         print(f"{label} ...", end=" ", file=sys.stderr, flush=True)
     t = time.perf_counter()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         if label:
             print(f"timed out ({timeout:g} s)", file=sys.stderr, flush=True)
         raise WorkerError(f"timed out after {timeout:g} s", timed_out=True) from None
-    results = [line[len(RESULT_MARK):] for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    results = [line[len(RESULT_MARK) :] for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if label:
         print(f"{time.perf_counter() - t:.0f} s" + ("" if results else " FAILED"), file=sys.stderr, flush=True)
     if results:
@@ -167,8 +176,7 @@ def xla_memory_mb(compiled) -> dict[str, float]:
     `{}` where the backend or jax version reports none."""
     try:
         stats = compiled.memory_analysis()
-        return dict(arg=stats.argument_size_in_bytes / 2**20, out=stats.output_size_in_bytes / 2**20,
-                    temp=stats.temp_size_in_bytes / 2**20)
+        return dict(arg=stats.argument_size_in_bytes / 2**20, out=stats.output_size_in_bytes / 2**20, temp=stats.temp_size_in_bytes / 2**20)
     except Exception:  # not every backend or jax version reports it
         return {}
 
@@ -227,8 +235,10 @@ def machine(load: bool = True) -> str:
     average now (a shared machine's timings are noisy)."""
     device = jax.devices()[0]
     kind = "" if device.platform == "cpu" else f" ({device.device_kind})"
-    text = (f"jax {jax.__version__} on {device.platform}{kind}, {os.cpu_count()} cores, "
-            f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    text = (
+        f"jax {jax.__version__} on {device.platform}{kind}, {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
     return text + (f", load average {os.getloadavg()[0]:.1f} at the start" if load else "")
 
 
@@ -340,8 +350,17 @@ def log_scale(ax, which: str = "y") -> None:
     axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
-def bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str | None = None,
-         log: bool = False, lines: tuple = (), annotate: str | None = None, legend: bool = False) -> None:
+def bars(
+    ax,
+    groups: list[str],
+    series: dict[str, list[float | None]],
+    ylabel: str,
+    title: str | None = None,
+    log: bool = False,
+    lines: tuple = (),
+    annotate: str | None = None,
+    legend: bool = False,
+) -> None:
     """Grouped bars on `ax`: one group per entry of `groups` along x, one bar per series in each group,
     series `k` in colour `Ck` (the same in every panel); a None value draws no bar (not measured).
 
@@ -364,9 +383,17 @@ def bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: s
             ax.bar_label(container, [annotate.format(v) for v in heights], fontsize=7, padding=1)
     for k, (y, label, colour) in enumerate(sorted(lines)):  # the lowest label under its line, others above
         ax.axhline(y, color=colour, lw=1, ls="--", zorder=3)
-        ax.annotate(label, xy=(1, y), xycoords=("axes fraction", "data"), ha="right", fontsize=7, color=colour,
-                    va="top" if k == 0 and len(lines) > 1 else "bottom", zorder=4,
-                    bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
+        ax.annotate(
+            label,
+            xy=(1, y),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            fontsize=7,
+            color=colour,
+            va="top" if k == 0 and len(lines) > 1 else "bottom",
+            zorder=4,
+            bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5),
+        )
     ax.set_xticks(x, groups, fontsize=8)
     ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_ylabel(ylabel)

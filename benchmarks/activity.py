@@ -81,7 +81,12 @@ def measure_jvp(comp, x, repeats):
     rows = {}
     for label, f, args in [("one", one, (x[names[0]],)), ("all", every, (x, v))]:
         compile_s, first_s, c = compiled(f, *args)
-        rows[label] = dict(compile_s=compile_s, first_s=first_s, run_s=_util.timed(lambda c=c, args=args: c(*args), repeats, statistic=min), value=float(c(*args)))
+        rows[label] = dict(
+            compile_s=compile_s,
+            first_s=first_s,
+            run_s=_util.timed(lambda c=c, args=args: c(*args), repeats, statistic=min),
+            value=float(c(*args)),
+        )
     return rows
 
 
@@ -146,23 +151,45 @@ def main(argv=None) -> int:
     }
     error = miscompile_case()
 
-    headers = ["derivative", "one input: compile s", "1st call s", "run ms", "all inputs: compile s", "1st call s", "run ms",
-               "run ratio one/all", "target", "beyond the forward pass: ratio one/all", "agreement"]
+    headers = [
+        "derivative",
+        "one input: compile s",
+        "1st call s",
+        "run ms",
+        "all inputs: compile s",
+        "1st call s",
+        "run ms",
+        "run ratio one/all",
+        "target",
+        "beyond the forward pass: ratio one/all",
+        "agreement",
+    ]
     cells = []
     for name, rows in results.items():
         one, every = rows["one"], rows["all"]
         ratio = one["run_s"] / every["run_s"]
         beyond = (one["run_s"] - forward_s) / (every["run_s"] - forward_s)
         target = TARGETS.get(name)
-        cells.append([
-            {"jax.jvp": "jax.jvp of as_function", "gradient": "comp.gradient (wrt=[x0])"}[name],
-            _util.fmt(one["compile_s"], "{:.2f}"), f"{one['first_s']:.2f}", f"{1e3 * one['run_s']:.2f}",
-            _util.fmt(every["compile_s"], "{:.2f}"), f"{every['first_s']:.2f}", f"{1e3 * every['run_s']:.2f}",
-            f"{ratio:.3f}", f"≤ {target} {_util.verdict(ratio <= target)}" if target else "—", f"{beyond:.3f}", f"{checks[name]:.1e}",
-        ])
+        cells.append(
+            [
+                {"jax.jvp": "jax.jvp of as_function", "gradient": "comp.gradient (wrt=[x0])"}[name],
+                _util.fmt(one["compile_s"], "{:.2f}"),
+                f"{one['first_s']:.2f}",
+                f"{1e3 * one['run_s']:.2f}",
+                _util.fmt(every["compile_s"], "{:.2f}"),
+                f"{every['first_s']:.2f}",
+                f"{1e3 * every['run_s']:.2f}",
+                f"{ratio:.3f}",
+                f"≤ {target} {_util.verdict(ratio <= target)}" if target else "—",
+                f"{beyond:.3f}",
+                f"{checks[name]:.1e}",
+            ]
+        )
     table = _util.format_markdown(headers, cells)
     print(_util.format_text(headers, cells))
-    print(f"forward mode, data closed over (float32, no XLA flag): relative error {error:.2e} (target ≤ 1e-5: {_util.verdict(error <= 1e-5)})")
+    print(
+        f"forward mode, data closed over (float32, no XLA flag): relative error {error:.2e} (target ≤ 1e-5: {_util.verdict(error <= 1e-5)})"
+    )
     with open(args.markdown, "w") as out:
         out.write(
             f"# Only what is asked: derivatives w.r.t. one input of ten (benchmarks/activity.py)\n\n"
@@ -173,7 +200,7 @@ def main(argv=None) -> int:
             f"{table}\n\n"
             f"Both derivatives need the forward pass over the whole program (the jvp returns f(z(x)), the "
             f"multipliers are taken at z(x)): `jax.jit(comp.as_function())` alone runs in {1e3 * forward_s:.2f} ms. "
-            f"\"Beyond the forward pass\" is `(one - forward) / (all - forward)`: what the sweeps of the active part "
+            f'"Beyond the forward pass" is `(one - forward) / (all - forward)`: what the sweeps of the active part '
             f"cost against the whole program's (a tenth of it is active).\n\n"
             f"Forward mode through `as_function` w.r.t. the weights of a 2-layer array program, data closed "
             f"over (the XLA:CPU miscompile case), float32, default configuration: relative error {error:.2e} "
@@ -188,8 +215,10 @@ def plot(results: dict, path: str) -> None:
     """Run time of each derivative w.r.t. one input and w.r.t. all, side by side (log scale)."""
     fig, (ax,) = _util.subplots(1, width=7.0)
     groups = list(results)
-    series = {"one input": [1e3 * results[g]["one"]["run_s"] for g in groups],
-              "all inputs": [1e3 * results[g]["all"]["run_s"] for g in groups]}
+    series = {
+        "one input": [1e3 * results[g]["one"]["run_s"] for g in groups],
+        "all inputs": [1e3 * results[g]["all"]["run_s"] for g in groups],
+    }
     _util.bars(ax, groups, series, "run ms", log=True, annotate="{:.3g}", legend=True)
     _util.save_figure(fig, path, f"derivatives w.r.t. one input of ten\n{_util.short_machine()}")
 

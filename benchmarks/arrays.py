@@ -183,8 +183,9 @@ def warm_up(batch: int) -> None:
         jax.block_until_ready(fn(*args(params, data)))
 
 
-def run_case(depth: int, width: int, batch: int, repeats: int, min_rounds: int, budget: float,
-             memory_limit_gb: float, slow_s: float, compiles: int) -> dict:
+def run_case(
+    depth: int, width: int, batch: int, repeats: int, min_rounds: int, budget: float, memory_limit_gb: float, slow_s: float, compiles: int
+) -> dict:
     warm_up(batch)
     t = time.perf_counter()
     comp = program(depth, width, batch)
@@ -237,16 +238,30 @@ def steady_state(compiled, args, first, repeats, min_rounds, budget, slow_s) -> 
     call took more than `slow_s` seconds is timed in the first 2 rounds only.
     """
     calls = {method: (lambda f=compiled[method], a=args[method]: f(*a)) for method in compiled}
-    times = _util.rounds(calls, repeats, min_rounds=min_rounds, budget_s=budget, alternate=True,
-                         max_calls={method: 2 for method in compiled if first[method] > slow_s})
+    times = _util.rounds(
+        calls,
+        repeats,
+        min_rounds=min_rounds,
+        budget_s=budget,
+        alternate=True,
+        max_calls={method: 2 for method in compiled if first[method] > slow_s},
+    )
     return {method: (float(np.median(t)), float(np.min(t)), len(t)) for method, t in times.items()}
 
 
 def run_case_in_subprocess(depth: int, width: int, args, label: str) -> dict:
     """`run_case` in a fresh Python process; its row, or an error."""
-    case = dict(depth=depth, width=width, batch=args.batch, repeats=args.repeats, min_rounds=args.min_rounds,
-                budget=args.budget, memory_limit_gb=args.memory_limit, slow_s=args.slow,
-                compiles=args.compiles)
+    case = dict(
+        depth=depth,
+        width=width,
+        batch=args.batch,
+        repeats=args.repeats,
+        min_rounds=args.min_rounds,
+        budget=args.budget,
+        memory_limit_gb=args.memory_limit,
+        slow_s=args.slow,
+        compiles=args.compiles,
+    )
     try:
         return _util.in_subprocess(__file__, case, args.case_timeout, label=label)
     except _util.WorkerError as e:
@@ -286,8 +301,7 @@ def run_table(rows):
         line = _case(r) + [f"{r['params_m']:.2f}", f"{r['build_s']:.2f}"]
         for ours, base in PAIRS:
             ratio, fastest = _run_ratio(r, ours, base), _run_ratio(r, ours, base, "fastest")
-            line += [_ms(r, base), _ms(r, ours), "—" if ratio is None else f"{ratio:.3f}",
-                     "—" if fastest is None else f"{fastest:.3f}"]
+            line += [_ms(r, base), _ms(r, ours), "—" if ratio is None else f"{ratio:.3f}", "—" if fastest is None else f"{fastest:.3f}"]
         cells.append(line + ["/".join(str(r.get(f"{m}_calls", 0)) for m in METHODS)])
     return headers, cells
 
@@ -304,8 +318,11 @@ def compile_table(rows):
             continue
         line = _case(r)
         for ours, base in PAIRS:
-            line += [f"{r[f'{base}_compile_s']:.2f}", f"{r[f'{ours}_compile_s']:.2f}",
-                     f"{r[f'{ours}_compile_s'] / r[f'{base}_compile_s']:.2f}"]
+            line += [
+                f"{r[f'{base}_compile_s']:.2f}",
+                f"{r[f'{ours}_compile_s']:.2f}",
+                f"{r[f'{ours}_compile_s'] / r[f'{base}_compile_s']:.2f}",
+            ]
         cells.append(line + [f"{r[f'{m}_first_s']:.3f}" if f"{m}_first_s" in r else "not run" for m in METHODS])
     return headers, cells
 
@@ -333,7 +350,7 @@ def memory_table(rows):
 def target_table(rows):
     """Per row, every target of issue 5 with its figure and met / MISSED."""
     headers = ["depth", "width"]
-    for ours, base in PAIRS:
+    for ours, _base in PAIRS:
         headers += [f"{NAMES[ours]}: run ≤ {TARGET_RUN}×", f"compile ≤ {TARGET_COMPILE}×", "memory ≤ jax.grad + λ"]
     cells, missed = [], 0
     for r in rows:
@@ -353,8 +370,11 @@ def target_table(rows):
                 run_cell = f"{run:.3f} {_util.verdict(ok_run)}"
             ok = [ok_run, comp <= TARGET_COMPILE, None if a is None else a <= b + r["lambda_mb"]]
             missed += sum(x is False for x in ok)
-            line += [run_cell, f"{comp:.2f} {_util.verdict(ok[1])}",
-                     "not measured" if a is None else f"{a:,.1f} ≤ {b + r['lambda_mb']:,.1f} MB {_util.verdict(ok[2])}"]
+            line += [
+                run_cell,
+                f"{comp:.2f} {_util.verdict(ok[1])}",
+                "not measured" if a is None else f"{a:,.1f} ≤ {b + r['lambda_mb']:,.1f} MB {_util.verdict(ok[2])}",
+            ]
         cells.append(line)
     return headers, cells, missed
 
@@ -367,12 +387,16 @@ def notes(rows) -> list[str]:
             continue
         for method in METHODS:
             if f"{method}_skipped" in r:
-                out.append(f"depth {r['depth']} × width {r['width']}: {NAMES[method]} not run: {r[f'{method}_skipped']} "
-                           f"(memory_analysis: argument + output + temp)")
+                out.append(
+                    f"depth {r['depth']} × width {r['width']}: {NAMES[method]} not run: {r[f'{method}_skipped']} "
+                    f"(memory_analysis: argument + output + temp)"
+                )
         for ours, base in PAIRS:
             if f"{ours}_error" in r and not r[f"{ours}_error"] <= TOLERANCE:
-                out.append(f"depth {r['depth']} × width {r['width']}: {NAMES[ours]} differs from {NAMES[base]} "
-                           f"by {r[f'{ours}_error']:.2e} (relative), above {TOLERANCE:g}: MISMATCH")
+                out.append(
+                    f"depth {r['depth']} × width {r['width']}: {NAMES[ours]} differs from {NAMES[base]} "
+                    f"by {r[f'{ours}_error']:.2e} (relative), above {TOLERANCE:g}: MISMATCH"
+                )
     return out
 
 
@@ -394,17 +418,36 @@ def plot(rows, path: str, batch: int) -> None:
         a, b = _mem(r, ours), _mem(r, base)
         return None if a is None or b is None else a / (b + r["lambda_mb"])
 
-    _util.bars(run, groups, per_pair(_run_ratio), "lagjax / jax.grad", "steady-state run (median)",
-               lines=[(1, "parity", "grey"), (TARGET_RUN, f"target ≤ {TARGET_RUN}×", "red")], annotate="{:.2f}")
-    _util.bars(compile_, groups, per_pair(lambda r, ours, base: r[f"{ours}_compile_s"] / r[f"{base}_compile_s"]),
-               "lagjax / jax.grad", "compile (.lower().compile())",
-               lines=[(1, "parity", "grey"), (TARGET_COMPILE, f"target ≤ {TARGET_COMPILE}×", "red")], annotate="{:.2f}")
-    _util.bars(memory, groups, per_pair(memory_ratio), "lagjax / (jax.grad + λ)", "memory, temp + output",
-               lines=[(1, "target ≤ 1", "red")], annotate="{:.2f}")
+    _util.bars(
+        run,
+        groups,
+        per_pair(_run_ratio),
+        "lagjax / jax.grad",
+        "steady-state run (median)",
+        lines=[(1, "parity", "grey"), (TARGET_RUN, f"target ≤ {TARGET_RUN}×", "red")],
+        annotate="{:.2f}",
+    )
+    _util.bars(
+        compile_,
+        groups,
+        per_pair(lambda r, ours, base: r[f"{ours}_compile_s"] / r[f"{base}_compile_s"]),
+        "lagjax / jax.grad",
+        "compile (.lower().compile())",
+        lines=[(1, "parity", "grey"), (TARGET_COMPILE, f"target ≤ {TARGET_COMPILE}×", "red")],
+        annotate="{:.2f}",
+    )
+    _util.bars(
+        memory,
+        groups,
+        per_pair(memory_ratio),
+        "lagjax / (jax.grad + λ)",
+        "memory, temp + output",
+        lines=[(1, "target ≤ 1", "red")],
+        annotate="{:.2f}",
+    )
     for ax in (run, compile_, memory):
         ax.set_xlabel("depth × width")
-    _util.save_figure(fig, path, f"{PLOT_TITLE}; float32, batch {batch}, {_util.short_machine()}",
-                      legend=list(label.values()))
+    _util.save_figure(fig, path, f"{PLOT_TITLE}; float32, batch {batch}, {_util.short_machine()}", legend=list(label.values()))
 
 
 # --- main ----------------------------------------------------------------------------------------------
@@ -413,20 +456,28 @@ def parse_args(argv=None):
     parser.add_argument("--depths", type=int, nargs="+", default=None, help="layers (default 4 16 64)")
     parser.add_argument("--widths", type=int, nargs="+", default=None, help="units per layer (default 64 512 2048)")
     parser.add_argument("--batch", type=int, default=128, help="examples per batch (default 128)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed calls per method, at most (default 30; 6 with --quick)")
-    parser.add_argument("--min-rounds", type=int, default=None,
-                        help="timed calls per method, at least (default 6; 4 with --quick)")
-    parser.add_argument("--budget", type=float, default=40.0,
-                        help="seconds of timed calls per case, shared by the methods, after which a method's "
-                             "calls stop once it has --min-rounds (default 40)")
-    parser.add_argument("--compiles", type=int, default=3,
-                        help="compiles per method, the least reported; fewer once 10 s are spent (default 3)")
-    parser.add_argument("--slow", type=float, default=10.0,
-                        help="a method whose first call takes longer gets 2 timed calls only (default 10 s)")
-    parser.add_argument("--memory-limit", type=float, default=0.75 * _util.physical_memory_gb(),
-                        help="GiB; a method whose memory_analysis (argument + output + temp) is larger is compiled "
-                             "but not run (default 3/4 of this machine's memory)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per method, at most (default 30; 6 with --quick)")
+    parser.add_argument("--min-rounds", type=int, default=None, help="timed calls per method, at least (default 6; 4 with --quick)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=40.0,
+        help="seconds of timed calls per case, shared by the methods, after which a method's "
+        "calls stop once it has --min-rounds (default 40)",
+    )
+    parser.add_argument(
+        "--compiles", type=int, default=3, help="compiles per method, the least reported; fewer once 10 s are spent (default 3)"
+    )
+    parser.add_argument(
+        "--slow", type=float, default=10.0, help="a method whose first call takes longer gets 2 timed calls only (default 10 s)"
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        default=0.75 * _util.physical_memory_gb(),
+        help="GiB; a method whose memory_analysis (argument + output + temp) is larger is compiled "
+        "but not run (default 3/4 of this machine's memory)",
+    )
     parser.add_argument("--case-timeout", type=float, default=1800, help="seconds allowed to one case")
     parser.add_argument("--quick", action="store_true", help="smoke run: depths 4 16, widths 64 512, 5 rounds")
     _util.output_options(parser, os.path.join(os.path.dirname(os.path.abspath(__file__)), "arrays.md"), json_option=True)
@@ -452,14 +503,19 @@ def main(argv=None) -> int:
     tables = [
         ("Steady-state gradient (median ms; ratio = lagjax / jax.grad, below 1: lagjax faster)", run_table(rows)),
         ("Compile (s, `.lower().compile()`; ratio = lagjax / jax.grad) and first call (s)", compile_table(rows)),
-        ("Memory (`memory_analysis()`, temp + output MB), agreement with jax.grad, and the size of the compiled "
-         "programs (instructions of the optimised HLO)", memory_table(rows)),
+        (
+            "Memory (`memory_analysis()`, temp + output MB), agreement with jax.grad, and the size of the compiled "
+            "programs (instructions of the optimised HLO)",
+            memory_table(rows),
+        ),
     ]
     t_headers, t_cells, missed = target_table(rows)
     mismatches = notes(rows)
     with open(args.markdown, "w") as out:
-        out.write(f"# lagjax vs jax.grad on MLPs (benchmarks/arrays.py)\n\n{header}. "
-                  f"Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s.\n")
+        out.write(
+            f"# lagjax vs jax.grad on MLPs (benchmarks/arrays.py)\n\n{header}. "
+            f"Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s.\n"
+        )
         for title, (headers, cells) in tables:
             print(f"\n{title}\n{_util.format_text(headers, cells)}")
             out.write(f"\n{title}:\n\n{_util.format_markdown(headers, cells)}\n")

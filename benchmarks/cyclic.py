@@ -288,23 +288,58 @@ def measure_lagjax(problem, repeats: int) -> list[dict]:
     x = {k: jnp.asarray(v) for k, v in problem.x.items()}
     baseline = _util.peak_rss_mb()
     # lagjax's own jitted gradient: (gradient, per-block reports)
-    compiled, compile_s, first_s, run_s, (grad, infos), compile_peak = compile_and_time(comp._jit["gradient"], (comp._tables, comp._inputs(x)), repeats, lambda out: out[0])
+    compiled, compile_s, first_s, run_s, (grad, infos), compile_peak = compile_and_time(
+        comp._jit["gradient"], (comp._tables, comp._inputs(x)), repeats, lambda out: out[0]
+    )
     grad = comp._result(grad, "inputs")
     peak = _util.peak_rss_mb()
-    rows = [dict(method="lagjax", iterations=_iterations(infos), compile_s=compile_s, first_s=first_s, run_s=run_s,
-                 temp_mb=temp_mb(compiled), peak_mb=peak, delta_compile_mb=compile_peak - baseline,
-                 delta_peak_mb=peak - baseline, grad=grad, status_ok=_status_ok(infos))]
+    rows = [
+        dict(
+            method="lagjax",
+            iterations=_iterations(infos),
+            compile_s=compile_s,
+            first_s=first_s,
+            run_s=run_s,
+            temp_mb=temp_mb(compiled),
+            peak_mb=peak,
+            delta_compile_mb=compile_peak - baseline,
+            delta_peak_mb=peak - baseline,
+            grad=grad,
+            status_ok=_status_ok(infos),
+        )
+    ]
 
     fn = comp.as_function()
     compiled, compile_s, first_s, run_s, grad, _ = compile_and_time(jax.grad(fn), (x,), repeats)
-    rows.append(dict(method="lagjax as_function", iterations="as above", compile_s=compile_s, first_s=first_s,
-                     run_s=run_s, temp_mb=temp_mb(compiled), grad=grad))
+    rows.append(
+        dict(
+            method="lagjax as_function",
+            iterations="as above",
+            compile_s=compile_s,
+            first_s=first_s,
+            run_s=run_s,
+            temp_mb=temp_mb(compiled),
+            grad=grad,
+        )
+    )
 
     loose = problem.program(lagjax.Solver(rtol=1e-6, atol=1e-6))
-    compiled, compile_s, first_s, run_s, (grad, infos), _ = compile_and_time(loose._jit["gradient"], (loose._tables, loose._inputs(x)), repeats, lambda out: out[0])
+    compiled, compile_s, first_s, run_s, (grad, infos), _ = compile_and_time(
+        loose._jit["gradient"], (loose._tables, loose._inputs(x)), repeats, lambda out: out[0]
+    )
     grad = loose._result(grad, "inputs")
-    rows.append(dict(method="lagjax rtol=1e-6", iterations=_iterations(infos), compile_s=compile_s, first_s=first_s,
-                     run_s=run_s, temp_mb=temp_mb(compiled), grad=grad, status_ok=_status_ok(infos)))
+    rows.append(
+        dict(
+            method="lagjax rtol=1e-6",
+            iterations=_iterations(infos),
+            compile_s=compile_s,
+            first_s=first_s,
+            run_s=run_s,
+            temp_mb=temp_mb(compiled),
+            grad=grad,
+            status_ok=_status_ok(infos),
+        )
+    )
     return rows
 
 
@@ -313,9 +348,20 @@ def measure_function(name, fn, problem, repeats: int, iterations: str) -> list[d
     baseline = _util.peak_rss_mb()
     compiled, compile_s, first_s, run_s, grad, compile_peak = compile_and_time(fn, (x,), repeats)
     peak = _util.peak_rss_mb()
-    return [dict(method=name, iterations=iterations, compile_s=compile_s, first_s=first_s, run_s=run_s,
-                 temp_mb=temp_mb(compiled), peak_mb=peak, delta_compile_mb=compile_peak - baseline,
-                 delta_peak_mb=peak - baseline, grad=grad)]
+    return [
+        dict(
+            method=name,
+            iterations=iterations,
+            compile_s=compile_s,
+            first_s=first_s,
+            run_s=run_s,
+            temp_mb=temp_mb(compiled),
+            peak_mb=peak,
+            delta_compile_mb=compile_peak - baseline,
+            delta_peak_mb=peak - baseline,
+            grad=grad,
+        )
+    ]
 
 
 def run_case(case: str, method: str, repeats: int, K: int) -> list[dict]:
@@ -391,9 +437,13 @@ def targets(rows) -> list[tuple[str, str, str]]:
     checked = _rows(rows, "lagjax") + _rows(rows, "lagjax as_function")
     if checked:
         worst = max(checked, key=lambda r: r["error"])
-        out.append(("lagjax gradients match the closed forms to 1e-8 relative (float64), every case",
-                    f"worst {worst['error']:.1e} ({worst['case']}, {worst['method']})",
-                    verdict(all(r["ok"] for r in checked) and len(checked) == 2 * len({r['case'] for r in rows}))))
+        out.append(
+            (
+                "lagjax gradients match the closed forms to 1e-8 relative (float64), every case",
+                f"worst {worst['error']:.1e} ({worst['case']}, {worst['method']})",
+                verdict(all(r["ok"] for r in checked) and len(checked) == 2 * len({r["case"] for r in rows})),
+            )
+        )
     flat, grows = [], []
     for case in dict.fromkeys(r["case"] for r in rows):
         tight = [r for r in _rows(rows, "lagjax") if r["case"] == case]
@@ -406,18 +456,23 @@ def targets(rows) -> list[tuple[str, str, str]]:
             grows.append((case, K2[0]["temp_mb"] / K[0]["temp_mb"]))
     if flat:
         worst = max(r2["temp_mb"] / max(r1["temp_mb"], 1e-9) for _, r1, r2 in flat)
-        detail = "; ".join(f"{c}: {r1['temp_mb']:.2f} MB at {r1['iterations'].split(' /')[0]}, {r2['temp_mb']:.2f} MB at "
-                           f"{r2['iterations'].split(' /')[0]}" for c, r1, r2 in flat)
+        detail = "; ".join(
+            f"{c}: {r1['temp_mb']:.2f} MB at {r1['iterations'].split(' /')[0]}, {r2['temp_mb']:.2f} MB at {r2['iterations'].split(' /')[0]}"
+            for c, r1, r2 in flat
+        )
         unrolled = ", ".join(f"{c} ×{g:.2f}" for c, g in grows) or "not measured"
-        out.append(("lagjax memory does not grow with forward iterations (unrolled differentiation's does)",
-                    f"lagjax XLA temp, rtol 1e-6 vs 1e-10: {detail} (largest ratio {worst:.3f}); unrolled temp 2K/K: {unrolled}",
-                    verdict(worst <= 1.01 and all(g > 1.5 for _, g in grows))))
+        out.append(
+            (
+                "lagjax memory does not grow with forward iterations (unrolled differentiation's does)",
+                f"lagjax XLA temp, rtol 1e-6 vs 1e-10: {detail} (largest ratio {worst:.3f}); unrolled temp 2K/K: {unrolled}",
+                verdict(worst <= 1.01 and all(g > 1.5 for _, g in grows)),
+            )
+        )
     else:
         out.append(("lagjax memory does not grow with forward iterations", "—", "not measured"))
     big = [r for r in _rows(rows, "lagjax") if r["case"] == "mdp 10,000"]
     if big:
-        out.append(("10⁴-state sparse MDP: gradient < 1 s after compile", f"{big[0]['run_s'] * 1e3:,.1f} ms",
-                    verdict(big[0]["run_s"] < 1)))
+        out.append(("10⁴-state sparse MDP: gradient < 1 s after compile", f"{big[0]['run_s'] * 1e3:,.1f} ms", verdict(big[0]["run_s"] < 1)))
     else:
         out.append(("10⁴-state sparse MDP: gradient < 1 s after compile", "— (not in this run)", "not measured"))
     return out
@@ -438,8 +493,9 @@ def plot(rows, path: str) -> None:
 
     fig, axes = _util.subplots(3, width=max(4.5, 1.3 * len(cases) + 1.5))
     _util.bars(axes[0], cases, series(lambda r: r.get("compile_s")), "seconds", "compile (.lower().compile())", log=True)
-    _util.bars(axes[1], cases, series(lambda r: None if r.get("run_s") is None else r["run_s"] * 1e3), "ms",
-               "steady-state run (median)", log=True)
+    _util.bars(
+        axes[1], cases, series(lambda r: None if r.get("run_s") is None else r["run_s"] * 1e3), "ms", "steady-state run (median)", log=True
+    )
     _util.bars(axes[2], cases, series(lambda r: r.get("temp_mb")), "MB", "XLA temp memory of the gradient", log=True)
     _util.save_figure(fig, path, f"{PLOT_TITLE}; float64, {_util.short_machine()}", legend=ROW_METHODS)
 
@@ -451,8 +507,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per steady-state figure (default 10)")
     parser.add_argument("--dense-limit", type=int, default=10_000, help="largest S of the dense MDP closed form")
     parser.add_argument("--case-timeout", type=float, default=600)
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="OPENBLAS_NUM_THREADS of the workers, unless set in the environment (default 1)")
+    parser.add_argument(
+        "--blas-threads", type=int, default=1, help="OPENBLAS_NUM_THREADS of the workers, unless set in the environment (default 1)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"cases {' '.join(QUICK_CASES)}, 3 repeats")
     _util.output_options(parser, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cyclic.md"))
     args = _util.parse_args(parser, argv)
@@ -488,8 +545,9 @@ def main(argv=None) -> int:
     print("\nTargets (issue 6):")
     print(_util.format_targets(items, wrap=True))
     with open(args.markdown, "w") as out:
-        out.write(f"# Cyclic programs: `{_util.command()}`\n\n{header}; {time.perf_counter() - start:.0f} s.\n\n"
-                  f"{table(rows, markdown=True)}\n\n")
+        out.write(
+            f"# Cyclic programs: `{_util.command()}`\n\n{header}; {time.perf_counter() - start:.0f} s.\n\n{table(rows, markdown=True)}\n\n"
+        )
         out.writelines(f"- {note}\n" for note in notes)
         out.write(f"\nTargets (issue 6):\n\n{_util.format_targets(items, markdown=True)}\n")
         out.write(f"\n![{PLOT_TITLE}]({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))})\n")

@@ -77,7 +77,7 @@ def layer(W, b, h):
 def chain(n: int, reverse: bool) -> tuple[Constraints, str]:
     """The chain of `n` scalars over inputs x, y, added in order or in reverse; its last variable's name."""
     C = Constraints(["x", "y"])
-    for i in (range(n - 1, -1, -1) if reverse else range(n)):
+    for i in range(n - 1, -1, -1) if reverse else range(n):
         C.add_constraint(f"z{i}", chain_step, [f"z{i - 1}" if i else "x", "y"])
     return C, f"z{n - 1}"
 
@@ -95,8 +95,7 @@ def layer_inputs(L: int) -> dict:
 
 def layers(L: int) -> tuple[Constraints, str]:
     """The L-layer program as constraints, inputs declared with shapes; its last variable's name."""
-    C = Constraints({**{k: v for i in range(L) for k, v in ((f"W{i}", (WIDTH, WIDTH)), (f"b{i}", (WIDTH, 1)))},
-                     "h": (WIDTH, BATCH)})
+    C = Constraints({**{k: v for i in range(L) for k, v in ((f"W{i}", (WIDTH, WIDTH)), (f"b{i}", (WIDTH, 1)))}, "h": (WIDTH, BATCH)})
     previous = "h"
     for i in range(L):
         C.add(f"h{i}", layer, [f"W{i}", f"b{i}", previous])
@@ -129,8 +128,7 @@ def digest(grad) -> list[float]:
     norms of the gradients of all W's, all b's and of h (layer programs, dicts or stacked)."""
     if not isinstance(grad, dict):
         return [float(v) for v in np.asarray(grad)]
-    return [float(np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for k, g in grad.items() if k[0] == p)))
-            for p in "Wbh"]
+    return [float(np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for k, g in grad.items() if k[0] == p))) for p in "Wbh"]
 
 
 def lagjax_case(build, x, repeats: int, budget: float) -> dict:
@@ -143,8 +141,9 @@ def lagjax_case(build, x, repeats: int, budget: float) -> dict:
     comp = Computation(objective, C.inputs, C)
     grad = jax.block_until_ready(comp.gradient(x))
     first_s = time.perf_counter() - t
-    return dict(build_s=build_s, first_s=first_s, run_s=steady(comp.gradient, x, repeats, budget),
-                digest=digest(grad), cls=type(comp).__name__)
+    return dict(
+        build_s=build_s, first_s=first_s, run_s=steady(comp.gradient, x, repeats, budget), digest=digest(grad), cls=type(comp).__name__
+    )
 
 
 def jitted_case(loss, x, repeats: int, budget: float) -> dict:
@@ -171,6 +170,7 @@ def run_case(kind: str, size: int, repeats: int, budget: float, calls: int) -> d
         return lagjax_case(build, x, repeats, budget)
     x = layer_inputs(size)
     if kind == "lagjax":
+
         def build():
             C, last = layers(size)
             return C, lambda z: jnp.sum(z[last] ** 2)
@@ -179,8 +179,7 @@ def run_case(kind: str, size: int, repeats: int, budget: float, calls: int) -> d
     if kind == "unrolled":
         return jitted_case(loss_unrolled, x, repeats, budget)
     if kind == "scan":
-        stacked = {"W": jnp.stack([x[f"W{i}"] for i in range(size)]),
-                   "b": jnp.stack([x[f"b{i}"] for i in range(size)]), "h": x["h"]}
+        stacked = {"W": jnp.stack([x[f"W{i}"] for i in range(size)]), "b": jnp.stack([x[f"b{i}"] for i in range(size)]), "h": x["h"]}
         return jitted_case(loss_scan, stacked, repeats, budget)
     if kind == "overhead":
         C, last = layers(size)
@@ -240,16 +239,38 @@ def agreement(a: dict, b: dict, tolerance: float) -> str:
     return f"{error:.1e}" + ("" if error <= tolerance else " MISMATCH")
 
 
-HEADERS = ["row", "lagjax", "build s", "compile + first s", "run ms", "alternative", "alt build s",
-           "alt compile + first s", "alt run ms", "compile ratio", "run ratio", "agree"]
+HEADERS = [
+    "row",
+    "lagjax",
+    "build s",
+    "compile + first s",
+    "run ms",
+    "alternative",
+    "alt build s",
+    "alt compile + first s",
+    "alt run ms",
+    "compile ratio",
+    "run ratio",
+    "agree",
+]
 
 
 def line(row: str, ours: dict, alt_name: str, alt: dict, tolerance: float | None) -> list[str]:
     """One table line: lagjax's case, its alternative, lagjax / alternative."""
-    return [row, ours.get("cls", "—"), cell(ours, "build_s"), cell(ours, "first_s"), cell(ours, "run_s", 1e3),
-            alt_name, cell(alt, "build_s"), cell(alt, "first_s"), cell(alt, "run_s", 1e3),
-            ratio(ours, alt, "first_s"), ratio(ours, alt, "run_s"),
-            "—" if tolerance is None else agreement(ours, alt, tolerance)]
+    return [
+        row,
+        ours.get("cls", "—"),
+        cell(ours, "build_s"),
+        cell(ours, "first_s"),
+        cell(ours, "run_s", 1e3),
+        alt_name,
+        cell(alt, "build_s"),
+        cell(alt, "first_s"),
+        cell(alt, "run_s", 1e3),
+        ratio(ours, alt, "first_s"),
+        ratio(ours, alt, "run_s"),
+        "—" if tolerance is None else agreement(ours, alt, tolerance),
+    ]
 
 
 # --- the plot --------------------------------------------------------------------------------------------
@@ -262,8 +283,10 @@ def plot(by_depth: dict, pairs: list, path: str) -> None:
     method; then the other rows' ratios lagjax / alternative as bars (above 1: lagjax slower)."""
     fig, (compile_, run, others) = _util.subplots(3, width=5.5)
     depths = sorted(by_depth)
-    for ax, key, scale, ylabel, title in ((compile_, "first_s", 1, "seconds", "compile + first call"),
-                                          (run, "run_s", 1e3, "ms", "steady-state run (least)")):
+    for ax, key, scale, ylabel, title in (
+        (compile_, "first_s", 1, "seconds", "compile + first call"),
+        (run, "run_s", 1e3, "ms", "steady-state run (least)"),
+    ):
         for k, name in enumerate(LAYER_METHODS):
             points = [(L, by_depth[L][k][key] * scale) for L in depths if by_depth[L][k].get(key) is not None]
             if points:
@@ -281,11 +304,16 @@ def plot(by_depth: dict, pairs: list, path: str) -> None:
         x, y = ours.get(key), alt.get(key)
         return None if x is None or y is None else x / y
 
-    _util.bars(others, [label for label, _, _ in pairs],
-               {"compile + first": [ratio_of(o, a, "first_s") for _, o, a in pairs],
-                "run": [ratio_of(o, a, "run_s") for _, o, a in pairs]},
-               "lagjax / alternative", "other rows, ratios", lines=[(1, "parity", "grey")], annotate="{:.2f}",
-               legend=True)
+    _util.bars(
+        others,
+        [label for label, _, _ in pairs],
+        {"compile + first": [ratio_of(o, a, "first_s") for _, o, a in pairs], "run": [ratio_of(o, a, "run_s") for _, o, a in pairs]},
+        "lagjax / alternative",
+        "other rows, ratios",
+        lines=[(1, "parity", "grey")],
+        annotate="{:.2f}",
+        legend=True,
+    )
     others.tick_params(axis="x", labelsize=7)
     _util.save_figure(fig, path, f"{PLOT_TITLE}\n{_util.short_machine()}")
 
@@ -320,38 +348,45 @@ def main(argv=None) -> int:
     print(machine, file=sys.stderr)
     start, n = time.perf_counter(), args.n
     reverse, forward, loop = (in_subprocess(kind, n, args) for kind in ("reverse", "chain", "selfloop"))
-    cells = [line(f"reverse order {n:,}", reverse, "in order", forward, 1e-8),
-             line(f"self-loop {n:,}", loop, "chain without the loop", forward, None)]
+    cells = [
+        line(f"reverse order {n:,}", reverse, "in order", forward, 1e-8),
+        line(f"self-loop {n:,}", loop, "chain without the loop", forward, None),
+    ]
     pairs = [("reverse order\nvs in order", reverse, forward), ("self-loop\nvs chain", loop, forward)]
     by_depth = {}  # layers L: the results of lagjax, lax.scan, unrolled
     for L in args.layers:
         ours, scan, unrolled = by_depth[L] = tuple(in_subprocess(kind, L, args) for kind in ("lagjax", "scan", "unrolled"))
-        cells += [line(f"layers {L}", ours, "lax.scan jit(grad)", scan, 1e-4),
-                  line(f"layers {L}", ours, "unrolled jit(grad)", unrolled, 1e-4)]
+        cells += [
+            line(f"layers {L}", ours, "lax.scan jit(grad)", scan, 1e-4),
+            line(f"layers {L}", ours, "unrolled jit(grad)", unrolled, 1e-4),
+        ]
     L = args.overhead_layers
     over = in_subprocess("overhead", L, args)
     mine, jitted, plain = (over if "error" in over else over[m] for m in ("gradient", "jit", "plain"))
-    cells += [line(f"call overhead {L} (comp.gradient)", mine, "jax.jit(comp.gradient)", jitted, 1e-4),
-              line(f"call overhead {L} (comp.gradient)", mine, "jit(grad(plain model))", plain, 1e-4)]
-    pairs += [(f"call overhead {L}\nvs jit(comp.gradient)", mine, jitted),
-              (f"call overhead {L}\nvs jit(grad(plain))", mine, plain)]
+    cells += [
+        line(f"call overhead {L} (comp.gradient)", mine, "jax.jit(comp.gradient)", jitted, 1e-4),
+        line(f"call overhead {L} (comp.gradient)", mine, "jit(grad(plain model))", plain, 1e-4),
+    ]
+    pairs += [(f"call overhead {L}\nvs jit(comp.gradient)", mine, jitted), (f"call overhead {L}\nvs jit(grad(plain))", mine, plain)]
 
     lo, hi = args.layers[0], args.layers[-1]
     first = {depth: [r.get("first_s") for r in by_depth[depth]] for depth in (lo, hi)}
     flat = [f"{a / b:.3g}" if a and b else "—" for a, b in zip(first[hi], first[lo])]
     image = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
-    text = (f"# lagjax engine costs (benchmarks/engine.py)\n\n{machine}. "
-            f"Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s; "
-            f"each case in a fresh process, timeout {args.timeout:g} s; float64 for the scalar rows, float32 for the "
-            f"layers (32 × 32, batch 16).\n\n{_util.format_markdown(HEADERS, cells, align='llrrrlrrrrrr')}\n\n"
-            f"Flatness, compile + first call at {hi} layers / at {lo}: lagjax {flat[0]}, lax.scan {flat[1]}, "
-            f"unrolled {flat[2]}.\n\n"
-            "Ratios are lagjax / alternative (above 1: lagjax slower). compile + first: `Computation(...)` and the "
-            "first `comp.gradient(x)`, or the first call of the jitted alternative; run: the least of the steady "
-            f"calls ({args.repeats} at most; {args.calls} per method for call overhead, where run ms is the time per "
-            "call). agree: largest relative difference of the gradients (layers: of the inputs' gradient norms); "
-            "the self-loop's alternative is the in-order chain's measurement, another function.\n\n"
-            f"![{PLOT_TITLE}]({image})\n")
+    text = (
+        f"# lagjax engine costs (benchmarks/engine.py)\n\n{machine}. "
+        f"Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s; "
+        f"each case in a fresh process, timeout {args.timeout:g} s; float64 for the scalar rows, float32 for the "
+        f"layers (32 × 32, batch 16).\n\n{_util.format_markdown(HEADERS, cells, align='llrrrlrrrrrr')}\n\n"
+        f"Flatness, compile + first call at {hi} layers / at {lo}: lagjax {flat[0]}, lax.scan {flat[1]}, "
+        f"unrolled {flat[2]}.\n\n"
+        "Ratios are lagjax / alternative (above 1: lagjax slower). compile + first: `Computation(...)` and the "
+        "first `comp.gradient(x)`, or the first call of the jitted alternative; run: the least of the steady "
+        f"calls ({args.repeats} at most; {args.calls} per method for call overhead, where run ms is the time per "
+        "call). agree: largest relative difference of the gradients (layers: of the inputs' gradient norms); "
+        "the self-loop's alternative is the in-order chain's measurement, another function.\n\n"
+        f"![{PLOT_TITLE}]({image})\n"
+    )
     with open(args.markdown, "w") as out:
         out.write(text)
     print(text)

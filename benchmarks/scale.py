@@ -121,10 +121,20 @@ def check_numpy_twins(points: int = 5, seed: int = 0) -> None:
         f = testing._RANDOM_FUNCTIONS[k][j]
         jax_grad = jax.grad(lambda v: jnp.reshape(f(v), ()))
         for v in rng.uniform(-1, 1, (points, k)):
-            np.testing.assert_allclose(value(v), np.asarray(f(jnp.asarray(v))), rtol=1e-12, atol=1e-15,
-                                       err_msg=f"NumPy twin of testing._RANDOM_FUNCTIONS[{k}][{j}], value at {v}")
-            np.testing.assert_allclose(grad(v), np.asarray(jax_grad(jnp.asarray(v))), rtol=1e-12, atol=1e-15,
-                                       err_msg=f"NumPy twin of testing._RANDOM_FUNCTIONS[{k}][{j}], gradient at {v}")
+            np.testing.assert_allclose(
+                value(v),
+                np.asarray(f(jnp.asarray(v))),
+                rtol=1e-12,
+                atol=1e-15,
+                err_msg=f"NumPy twin of testing._RANDOM_FUNCTIONS[{k}][{j}], value at {v}",
+            )
+            np.testing.assert_allclose(
+                grad(v),
+                np.asarray(jax_grad(jnp.asarray(v))),
+                rtol=1e-12,
+                atol=1e-15,
+                err_msg=f"NumPy twin of testing._RANDOM_FUNCTIONS[{k}][{j}], gradient at {v}",
+            )
 
 
 # --- the original algorithm, in plain NumPy ---------------------------------------------------------------
@@ -212,8 +222,14 @@ def measure_lagjax(n: int, profile: str, repeats: int):
     schedule = getattr(comp, "schedule", None)
     row = dict(
         layout=f"{schedule.num_steps}x{schedule.width}",
-        build_s=build, compile_s=compile_s, first_s=first, compile_first_s=compile_s + first,
-        run_s=run, ns_per_con=run / n * 1e9, peak_mb=peak, delta_peak_mb=peak - baseline,
+        build_s=build,
+        compile_s=compile_s,
+        first_s=first,
+        compile_first_s=compile_s + first,
+        run_s=run,
+        ns_per_con=run / n * 1e9,
+        peak_mb=peak,
+        delta_peak_mb=peak - baseline,
         xla_mb=xla_memory_mb(compiled),
     )
     return row, comp, x, compiled
@@ -229,8 +245,7 @@ def measure_unrolled(comp, x, repeats: int, lagjax_grad) -> dict:
     """`jax.grad` of the forward pass unrolled in Python, jitted: compile and steady-state run."""
     compiled, compile_s = _util.compile_timed(jax.jit(jax.grad(testing.reference_forward(comp))), x)
     error = testing.relative_error(lagjax_grad, compiled(x))
-    return dict(grad_compile_s=compile_s, grad_run_s=timed(lambda: compiled(x), repeats),
-                check_grad=error, check_grad_ok=error <= 1e-10)
+    return dict(grad_compile_s=compile_s, grad_run_s=timed(lambda: compiled(x), repeats), check_grad=error, check_grad_ok=error <= 1e-10)
 
 
 def measure_scipy(comp, x, repeats: int) -> dict:
@@ -255,8 +270,7 @@ def measure_numpy(comp, x, repeats: int, lagjax_grad) -> dict:
     x = np.asarray(x)
     objective_error = original.check_objective(comp, original.solve_constraints(x))
     error = max(testing.relative_error(original.gradient(x), lagjax_grad), objective_error)
-    return dict(numpy_s=timed(lambda: original.gradient(x), min(repeats, 5)),
-                check_numpy=error, check_numpy_ok=error <= 1e-8)
+    return dict(numpy_s=timed(lambda: original.gradient(x), min(repeats, 5)), check_numpy=error, check_numpy_ok=error <= 1e-8)
 
 
 def run_case(n: int, profile: str, repeats: int, unrolled_limit: int, numpy_limit: int) -> dict:
@@ -276,8 +290,7 @@ def run_case(n: int, profile: str, repeats: int, unrolled_limit: int, numpy_limi
 
 def run_case_in_subprocess(n: int, profile: str, args, label: str) -> dict:
     """`run_case` in a fresh Python process (so that its peak memory is its own); its row, or an error."""
-    case = dict(n=n, profile=profile, repeats=args.repeats, unrolled_limit=args.unrolled_limit,
-                numpy_limit=args.numpy_limit)
+    case = dict(n=n, profile=profile, repeats=args.repeats, unrolled_limit=args.unrolled_limit, numpy_limit=args.numpy_limit)
     try:
         return _util.in_subprocess(__file__, case, args.case_timeout, label=label)
     except _util.WorkerError as e:
@@ -318,8 +331,7 @@ COLUMNS = [  # header, value of a row, format (a format string or a function)
     ("NumPy/lagjax run", lambda r: _ratio(r, "numpy_s", "run_s"), _RATIO),
     ("checks", lambda r: _checks(r), "{}"),
 ]
-SKIPPED = {"jax.grad compile s", "jax.grad run ms", "lagjax/grad run", "grad/lagjax compile", "NumPy ms",
-           "NumPy/lagjax run"}
+SKIPPED = {"jax.grad compile s", "jax.grad run ms", "lagjax/grad run", "grad/lagjax compile", "NumPy ms", "NumPy/lagjax run"}
 
 
 def _ms(seconds):
@@ -329,7 +341,7 @@ def _ms(seconds):
 def _checks(row):
     if "error" in row:
         return "FAILED"
-    failed = [name[len("check_"):-len("_ok")] for name in row if name.endswith("_ok") and not row[name]]
+    failed = [name[len("check_") : -len("_ok")] for name in row if name.endswith("_ok") and not row[name]]
     return "MISMATCH " + ",".join(failed) if failed else "ok"
 
 
@@ -355,8 +367,10 @@ def notes(rows, args) -> list[str]:
     if any(r["n"] > args.unrolled_limit for r in rows):
         out.append(f"jax.grad skipped: compile would exceed the limit (n > --unrolled-limit = {args.unrolled_limit:,}).")
     if any(r["n"] > args.numpy_limit for r in rows):
-        out.append(f"NumPy original skipped: its dense n × n D would exceed the limit (n > --numpy-limit = "
-                   f"{args.numpy_limit:,}; at 10⁶ it would need {8e12 / 2**40:.1f} TiB).")
+        out.append(
+            f"NumPy original skipped: its dense n × n D would exceed the limit (n > --numpy-limit = "
+            f"{args.numpy_limit:,}; at 10⁶ it would need {8e12 / 2**40:.1f} TiB)."
+        )
     for r in rows:
         if "error" in r:
             out.append(f"n={r['n']:,} {r['profile']}: FAILED, {r['error']}")
@@ -379,33 +393,73 @@ def targets(rows) -> list[tuple[str, str, str]]:
         worst = max(measured, key=lambda r: r["compile_first_s"])
         largest = max(r["n"] for r in measured)
         note = "" if largest >= 1_000_000 else f" (largest n measured {largest:,})"
-        out.append(("compile + first call <= 2 s, every n <= 10⁶",
-                    f"worst {worst['compile_first_s']:.2f} s at n={worst['n']:,} {worst['profile']}{note}",
-                    _util.verdict(worst["compile_first_s"] <= 2)))
+        out.append(
+            (
+                "compile + first call <= 2 s, every n <= 10⁶",
+                f"worst {worst['compile_first_s']:.2f} s at n={worst['n']:,} {worst['profile']}{note}",
+                _util.verdict(worst["compile_first_s"] <= 2),
+            )
+        )
     else:
         out.append(("compile + first call <= 2 s, every n <= 10⁶", "—", "not measured"))
     profiles = sorted({r["profile"] for r in rows}, key=lambda p: testing.PROFILES.index(p))
     limits = dict(wide=150, deep=500)
     for profile in profiles:
         if profile in limits:
-            out.append(_at(rows, 1_000_000, profile, f"steady <= {limits[profile]} ns/constraint at 10⁶, {profile}",
-                           lambda r: (f"{r['ns_per_con']:,.0f} ns", r["ns_per_con"] <= limits[profile])))
+            out.append(
+                _at(
+                    rows,
+                    1_000_000,
+                    profile,
+                    f"steady <= {limits[profile]} ns/constraint at 10⁶, {profile}",
+                    lambda r: (f"{r['ns_per_con']:,.0f} ns", r["ns_per_con"] <= limits[profile]),
+                )
+            )
     for profile in profiles:
-        out.append(_at(rows, 1_000_000, profile, f"lagjax gradient >= 2× faster than scipy solve at 10⁶, {profile}",
-                       lambda r: (_RATIO(r["scipy_s"] / r["run_s"]) + "×", r["scipy_s"] >= 2 * r["run_s"]), "scipy_s"))
+        out.append(
+            _at(
+                rows,
+                1_000_000,
+                profile,
+                f"lagjax gradient >= 2× faster than scipy solve at 10⁶, {profile}",
+                lambda r: (_RATIO(r["scipy_s"] / r["run_s"]) + "×", r["scipy_s"] >= 2 * r["run_s"]),
+                "scipy_s",
+            )
+        )
     for profile in profiles:
-        out.append(_at(rows, 5_000, profile, f">= 100× faster than the NumPy original at 5,000, {profile}",
-                       lambda r: (_RATIO(r["numpy_s"] / r["run_s"]) + "×", r["numpy_s"] >= 100 * r["run_s"]), "numpy_s"))
+        out.append(
+            _at(
+                rows,
+                5_000,
+                profile,
+                f">= 100× faster than the NumPy original at 5,000, {profile}",
+                lambda r: (_RATIO(r["numpy_s"] / r["run_s"]) + "×", r["numpy_s"] >= 100 * r["run_s"]),
+                "numpy_s",
+            )
+        )
     for profile in profiles:
-        out.append(_at(rows, 1_000, profile, f"steady within 3× of jax.grad's run at 1,000, {profile}",
-                       lambda r: ("lagjax/jax.grad = " + _RATIO(r["run_s"] / r["grad_run_s"]), r["run_s"] <= 3 * r["grad_run_s"]),
-                       "grad_run_s"))
+        out.append(
+            _at(
+                rows,
+                1_000,
+                profile,
+                f"steady within 3× of jax.grad's run at 1,000, {profile}",
+                lambda r: ("lagjax/jax.grad = " + _RATIO(r["run_s"] / r["grad_run_s"]), r["run_s"] <= 3 * r["grad_run_s"]),
+                "grad_run_s",
+            )
+        )
     for profile in profiles:
-        out.append(_at(rows, 1_000_000, profile, f"peak memory < 2 GB at 10⁶, {profile}",
-                       lambda r: (f"{r['peak_mb']:,.0f} MB (Δ {r['delta_peak_mb']:,.0f} MB)", r["peak_mb"] < 2000)))
+        out.append(
+            _at(
+                rows,
+                1_000_000,
+                profile,
+                f"peak memory < 2 GB at 10⁶, {profile}",
+                lambda r: (f"{r['peak_mb']:,.0f} MB (Δ {r['delta_peak_mb']:,.0f} MB)", r["peak_mb"] < 2000),
+            )
+        )
     for profile in profiles:
-        out.append(_at(rows, 1_000_000, profile, f"build < 10 s at 10⁶, {profile}",
-                       lambda r: (f"{r['build_s']:.2f} s", r["build_s"] < 10)))
+        out.append(_at(rows, 1_000_000, profile, f"build < 10 s at 10⁶, {profile}", lambda r: (f"{r['build_s']:.2f} s", r["build_s"] < 10)))
     return out
 
 
@@ -449,18 +503,22 @@ def plot(rows, path: str) -> None:
 # --- main ----------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=None,
-                        help=f"numbers of constraints (default {' '.join(map(str, DEFAULT_SIZES))})")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help=f"numbers of constraints (default {' '.join(map(str, DEFAULT_SIZES))})"
+    )
     parser.add_argument("--profiles", nargs="+", default=["wide", "deep"], choices=testing.PROFILES)
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per steady-state figure (default 20)")
-    parser.add_argument("--unrolled-limit", type=int, default=None,
-                        help="largest n for which jax.grad of the unrolled program is compiled "
-                             "(default 1000; 100 with --quick)")
-    parser.add_argument("--numpy-limit", type=int, default=5_000,
-                        help="largest n for the NumPy original, whose dense D takes 8 n² bytes (default 5000)")
+    parser.add_argument(
+        "--unrolled-limit",
+        type=int,
+        default=None,
+        help="largest n for which jax.grad of the unrolled program is compiled (default 1000; 100 with --quick)",
+    )
+    parser.add_argument(
+        "--numpy-limit", type=int, default=5_000, help="largest n for the NumPy original, whose dense D takes 8 n² bytes (default 5000)"
+    )
     parser.add_argument("--case-timeout", type=float, default=3600, help="seconds allowed to one (n, profile) case")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: sizes 100 1000, 5 repeats, jax.grad only at 100")
+    parser.add_argument("--quick", action="store_true", help="smoke run: sizes 100 1000, 5 repeats, jax.grad only at 100")
     _util.output_options(parser, os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale.md"), json_option=True)
     args = _util.parse_args(parser, argv)
     args.sizes = args.sizes or ([100, 1_000] if args.quick else DEFAULT_SIZES)
@@ -492,12 +550,15 @@ def main(argv=None) -> int:
     print(_util.format_targets(items))
 
     with open(args.markdown, "w") as out:
-        out.write(f"{header}. Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s.\n\n"
-                  f"{_util.format_markdown(headers, cells)}\n\n")
+        out.write(
+            f"{header}. Run: `{_util.command()}`, {time.perf_counter() - start:.0f} s.\n\n{_util.format_markdown(headers, cells)}\n\n"
+        )
         out.writelines(f"- {note}\n" for note in notes(rows, args))
         out.write(f"\nTargets (issue 3):\n\n{_util.format_targets(items, markdown=True)}\n")
-        out.write(f"\n![Gradient time per constraint against n, log-log, one panel per profile]"
-                  f"({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))})\n")
+        out.write(
+            f"\n![Gradient time per constraint against n, log-log, one panel per profile]"
+            f"({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))})\n"
+        )
     if args.json:
         _util.write_json(args.json, header, args, rows)
     plot(rows, args.plot)  # after the table: a failed plot loses no figures

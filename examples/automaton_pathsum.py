@@ -101,8 +101,10 @@ def main() -> float:
 
     length, length_ref = counts.sum(), expected_length_by_series(s, f, W)
     length_error = abs(length - length_ref) / length_ref
-    print(f"\nexpected path length: Σ counts (lagjax) = {length:.12f}, series Σ k sᵀWᵏf / Z = {length_ref:.12f}, "
-          f"relative difference {length_error:.1e}")
+    print(
+        f"\nexpected path length: Σ counts (lagjax) = {length:.12f}, series Σ k sᵀWᵏf / Z = {length_ref:.12f}, "
+        f"relative difference {length_error:.1e}"
+    )
     # f_j ∂ log Z/∂f_j is the probability that a path ends in state j: α_j f_j / Z, summing to 1
     ends, ends_ref = f * np.asarray(grad["f"]), closed_form_ends(s, f, W)
     ends_error = float(np.max(np.abs(ends - ends_ref)) / np.max(np.abs(ends_ref)))

@@ -99,8 +99,7 @@ def main() -> float:
     report = comp.status(x)  # jittable: one Info per cyclic block and stage
     for stage in ("forward", "multipliers"):
         info = report[stage][0]
-        print(f"  {stage:<11} status {lagjax.Status(int(info.status)).name}, "
-              f"residual {float(info.residual):.1e}, steps {int(info.steps)}")
+        print(f"  {stage:<11} status {lagjax.Status(int(info.status)).name}, residual {float(info.residual):.1e}, steps {int(info.steps)}")
 
     params = {k: x[k] for k in ("A", "B", "b")}
     unrolled = jax.jit(jax.grad(unrolled_loss))(params, x["X"], jnp.asarray(c), jnp.asarray(y))

@@ -88,8 +88,7 @@ def structured(S: int = 50) -> float:
     report = comp.status(x)
     for stage in ("forward", "multipliers"):
         info = report[stage][0]
-        print(f"  {stage:<11}: status {lagjax.Status(int(info.status)).name}, "
-              f"residual {float(info.residual):.1e}, steps {int(info.steps)}")
+        print(f"  {stage:<11}: status {lagjax.Status(int(info.status)).name}, residual {float(info.residual):.1e}, steps {int(info.steps)}")
     print(f"  dJ/dr[:4]       lagjax {np.asarray(grad['r'][:4]).round(6)}")
     print(f"                  (I-γP)^-T w {dr_ref[:4].round(6)}")
     print(f"  dJ/dP[0, :4]    lagjax {np.asarray(grad['P'][0, :4]).round(6)}")

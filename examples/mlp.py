@@ -128,8 +128,7 @@ def train(steps: int, seed: int = 0, batch: int = 256, learning_rate: float = 0.
     fn = comp.as_function()  # x ↦ f(z*(x)), x a dict of all inputs
     data = two_moons(batch, seed)
     params = initial_parameters(seed)
-    print(f"program: {comp}: {len(LAYERS)} layer constraints, {sum(p.size for p in params.values())} parameters, "
-          f"{batch} examples")
+    print(f"program: {comp}: {len(LAYERS)} layer constraints, {sum(p.size for p in params.values())} parameters, {batch} examples")
 
     def loss(params):
         return fn({**params, **data})  # data closed over: gradients w.r.t. the parameters only

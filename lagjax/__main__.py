@@ -1,12 +1,12 @@
 """The command line: `lagjax demo` (or `python -m lagjax demo`), and `lagjax graph FILE.py:NAME`.
 
-  lagjax demo [--graph PATH | --no-graph]
-      the blog post's programs, solved, differentiated and checked; the blog program's graph, with
-      its values and multipliers, written to lagjax_demo.png (`--graph PATH` to choose, `--no-graph`
-      or `--graph ''` to skip).
-  lagjax graph FILE.py:NAME [-o out.png] [--x 0.3,0.1] [--max-nodes N] [--partials]
-      draw the program NAME of FILE.py: a Computation, or a function of no arguments returning one
-      (.png, .svg or .dot by the suffix of -o; default NAME.png).
+lagjax demo [--graph PATH | --no-graph]
+    the blog post's programs, solved, differentiated and checked; the blog program's graph, with
+    its values and multipliers, written to lagjax_demo.png (`--graph PATH` to choose, `--no-graph`
+    or `--graph ''` to skip).
+lagjax graph FILE.py:NAME [-o out.png] [--x 0.3,0.1] [--max-nodes N] [--partials]
+    draw the program NAME of FILE.py: a Computation, or a function of no arguments returning one
+    (.png, .svg or .dot by the suffix of -o; default NAME.png).
 """
 
 from __future__ import annotations
@@ -27,13 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="solve, differentiate and check the blog post's programs")
     where = demo_parser.add_mutually_exclusive_group()
-    where.add_argument("--graph", default="lagjax_demo.png", metavar="PATH",
-                       help="where to write the blog program's graph: .png, .svg or .dot (default lagjax_demo.png; '' skips it)")
+    where.add_argument(
+        "--graph",
+        default="lagjax_demo.png",
+        metavar="PATH",
+        help="where to write the blog program's graph: .png, .svg or .dot (default lagjax_demo.png; '' skips it)",
+    )
     where.add_argument("--no-graph", action="store_true", help="do not write the graph")
     graph_parser = commands.add_parser("graph", help="draw a program: lagjax graph FILE.py:NAME -o out.png")
-    graph_parser.add_argument("target", metavar="FILE.py:NAME", help="a Python file and, in it, a Computation or a function of no arguments returning one")
+    graph_parser.add_argument(
+        "target", metavar="FILE.py:NAME", help="a Python file and, in it, a Computation or a function of no arguments returning one"
+    )
     graph_parser.add_argument("-o", "--output", metavar="PATH", help="the picture: .png, .svg or .dot (default NAME.png)")
-    graph_parser.add_argument("--x", metavar="X", help="the inputs, comma-separated (--x 0.3,0.1; --x=-0.3,0.1 for a leading minus): draws values and multipliers")
+    graph_parser.add_argument(
+        "--x", metavar="X", help="the inputs, comma-separated (--x 0.3,0.1; --x=-0.3,0.1 for a leading minus): draws values and multipliers"
+    )
     graph_parser.add_argument("--max-nodes", type=int, default=200, metavar="N", help="past N variables, a summary graph (default 200)")
     graph_parser.add_argument("--partials", action="store_true", help="label the edges with the local partials at x (needs --x)")
     args = parser.parse_args(argv)
@@ -85,7 +93,9 @@ def load(target: str):
 
     path, colon, name = target.rpartition(":")
     if not colon or not path or not name:
-        raise UsageError(f"{target!r} names no program: write FILE.py:NAME, a Python file and the name in it of a Computation (or of a function returning one).")
+        raise UsageError(
+            f"{target!r} names no program: write FILE.py:NAME, a Python file and the name in it of a Computation (or of a function returning one)."
+        )
     file = pathlib.Path(path)
     if not file.is_file():
         raise UsageError(f"no file {path!r} (from {target!r}).")
@@ -106,14 +116,18 @@ def load(target: str):
         try:
             inspect.signature(value).bind()
         except TypeError:
-            raise UsageError(f"{name!r} in {path!r} is a function that takes arguments; give a Computation, or a function of no arguments returning one.") from None
+            raise UsageError(
+                f"{name!r} in {path!r} is a function that takes arguments; give a Computation, or a function of no arguments returning one."
+            ) from None
         except ValueError:  # no signature to read: call it
             pass
         value = value()
         if not isinstance(value, Computation):
             raise UsageError(f"{name}() in {path!r} returned a {type(value).__name__}, not a lagjax.Computation.")
     if not isinstance(value, Computation):
-        raise UsageError(f"{name!r} in {path!r} is a {type(value).__name__}, not a lagjax.Computation (nor a function of no arguments returning one).")
+        raise UsageError(
+            f"{name!r} in {path!r} is a {type(value).__name__}, not a lagjax.Computation (nor a function of no arguments returning one)."
+        )
     return value, name
 
 
@@ -131,7 +145,9 @@ def inputs(comp, text: str):
         return np.asarray(values)
     shapes = {name: comp.shapes[name] for name in comp.input_names}
     if any(shape != () for shape in shapes.values()):
-        raise UsageError(f"--x gives numbers, but the inputs have shapes {shapes}: draw this program from Python, comp.graph(x).save(path).")
+        raise UsageError(
+            f"--x gives numbers, but the inputs have shapes {shapes}: draw this program from Python, comp.graph(x).save(path)."
+        )
     return dict(zip(comp.input_names, values))
 
 

@@ -13,7 +13,7 @@ Jacobian `J = ∂F/∂u` there defines the block's rows of the two linear system
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

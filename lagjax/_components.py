@@ -142,7 +142,6 @@ def _check_csr(num_nodes, indptr, indices) -> tuple[np.ndarray, np.ndarray]:
     return indptr.astype(np.int64, copy=False), indices.astype(np.int64, copy=False)
 
 
-
 def levels(d: int, constraints) -> np.ndarray:
     """The level of every variable, `(d + len(constraints),)` int64: 0 for the d inputs,
     `1 + max(level of its arguments)` for a constraint, -1 for a variable on a cycle or downstream

@@ -25,8 +25,7 @@ name, each of its variable's shape; the matrices of the method (`dconstraints`, 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Iterable, Mapping
-from typing import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +45,9 @@ class SolveError(RuntimeError):
 
     def __init__(self, names, stage: str, status: int, residual: float, steps: int):
         self.names, self.stage, self.status, self.residual = names, stage, _cyclic.Status(status), residual
-        what = {"forward": "solving its constraints", "multipliers": "solving for its multipliers", "tangents": "solving for its tangents"}[stage]
+        what = {"forward": "solving its constraints", "multipliers": "solving for its multipliers", "tangents": "solving for its tangents"}[
+            stage
+        ]
         super().__init__(
             f"The cyclic block of {list(names)} failed {what}: {_cyclic.message(status)} "
             f"(residual {residual:.3g} after {steps} steps). Its values are NaN."
@@ -640,10 +641,7 @@ def check_arguments(f: Callable, inputs: Sequence[int], constraints: Constraints
     if not callable(f):
         raise TypeError(f"The objective `f` must be callable, got {f!r}.")
     if not isinstance(inputs, Sequence) or list(inputs) != constraints.inputs:
-        raise ValueError(
-            f"`inputs` must be the program's input indices, `constraints.inputs` = {constraints.inputs}; "
-            f"got {inputs!r}."
-        )
+        raise ValueError(f"`inputs` must be the program's input indices, `constraints.inputs` = {constraints.inputs}; got {inputs!r}.")
 
 
 # Dict inputs are stacked by class, one array per shape, for the sweeps. Inside the jitted entry

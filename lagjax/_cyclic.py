@@ -30,7 +30,8 @@ Tolerances (`rtol`, `atol` of `Solver`, both measured in the max-norm):
 from __future__ import annotations
 
 import enum
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,8 +113,8 @@ class Solver(NamedTuple):
         ill-conditioned blocks that stagnate between restarts.
     """
 
-    rtol: Optional[float] = None
-    atol: Optional[float] = None
+    rtol: float | None = None
+    atol: float | None = None
     max_steps: int = 50
     dense_max: int = 128
     krylov_max: int = 500
@@ -247,9 +248,7 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver()) -> tuple[ja
 
     _, lu0, norm0 = jax.eval_shape(evaluate, u0)
     last0 = (jnp.int32(-1), jnp.zeros_like(u0), _zeros_like(lu0), _zeros_like(norm0))
-    u, steps, _, (status, g, lu, norm_A) = lax.while_loop(
-        lambda state: state[-1][0] < 0, body, (u0, jnp.int32(0), jnp.bool_(True), last0)
-    )
+    u, steps, _, (status, g, lu, norm_A) = lax.while_loop(lambda state: state[-1][0] < 0, body, (u0, jnp.int32(0), jnp.bool_(True), last0))
     if dense:  # a root is not enough: the block must determine its variables there
         rcond = _reciprocal_condition(lu, norm_A)
         status = jnp.where((status == SUCCESS) & (rcond < m * jnp.finfo(dtype).eps), jnp.int32(SINGULAR), status)

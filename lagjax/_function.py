@@ -34,8 +34,7 @@ The design, and why:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -174,8 +173,7 @@ class Packing:
             unexpected = [k for k in x if k not in self._input_set]
             if missing or unexpected:
                 raise ValueError(
-                    f"The keys of `x` must be the program's inputs {self.input_names}; "
-                    f"missing {missing}, unexpected {unexpected}."
+                    f"The keys of `x` must be the program's inputs {self.input_names}; missing {missing}, unexpected {unexpected}."
                 )
             for name in self.input_names:
                 _check_real(x[name], f"x[{name!r}]", (), "a scalar, one value per input")

@@ -27,7 +27,8 @@ import dataclasses
 import io
 import os
 import pathlib
-from typing import TYPE_CHECKING, Any, Hashable, NamedTuple
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -186,8 +187,7 @@ def format_of(path: str | os.PathLike) -> str:
     suffix = pathlib.Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(
-            f"Cannot write a graph to {str(path)!r}: the file name must end in .dot, .svg or .png "
-            f"(got {suffix or 'no suffix'!r})."
+            f"Cannot write a graph to {str(path)!r}: the file name must end in .dot, .svg or .png (got {suffix or 'no suffix'!r})."
         )
     return suffix
 

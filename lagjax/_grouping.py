@@ -28,7 +28,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
-from typing import Any, Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,7 @@ def _is_data(value: Any) -> bool:
     return (
         isinstance(value, (np.ndarray, np.number, jax.Array, int, float))
         and not isinstance(value, (bool, np.bool_, jax.core.Tracer))  # a traced value stays in the template
-        and getattr(value, "dtype", np.float64) != object
+        and getattr(value, "dtype", np.float64) != object  # noqa: E721  (a NumPy dtype, not a type)
     )
 
 
@@ -156,8 +157,7 @@ class Split:
     def function(self, leaves, dtype) -> Callable:
         """The template with `leaves` in place of the captured data; Python numbers take `dtype`."""
         leaves = [
-            jnp.asarray(leaf, dtype) if weak and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
-            for leaf, weak in zip(leaves, self.weak)
+            jnp.asarray(leaf, dtype) if weak and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf for leaf, weak in zip(leaves, self.weak)
         ]
         return self.rebuild(iter(leaves))
 

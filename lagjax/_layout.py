@@ -8,8 +8,7 @@ else is a dict keyed by name, with each variable's own shape.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,10 +60,7 @@ class Layout:
         jitted computation (`promote`). Errors name the argument and the key.
         """
         if not isinstance(tree, Mapping):
-            raise TypeError(
-                f"`{argument}` must be a dict of arrays keyed by variable name {list(names)}; "
-                f"got {type(tree).__name__}."
-            )
+            raise TypeError(f"`{argument}` must be a dict of arrays keyed by variable name {list(names)}; got {type(tree).__name__}.")
         if len(tree) != len(names) or not all(k in tree for k in names):
             wanted = set(names)
             missing = [k for k in names if k not in tree]
@@ -79,7 +75,9 @@ class Layout:
                 try:
                     value = np.asarray(value)
                 except (TypeError, ValueError) as error:
-                    raise TypeError(f"`{argument}[{name!r}]` must be an array of shape {shapes[name]}; got {type(value).__name__} ({error}).") from None
+                    raise TypeError(
+                        f"`{argument}[{name!r}]` must be an array of shape {shapes[name]}; got {type(value).__name__} ({error})."
+                    ) from None
                 shape, kind = value.shape, value.dtype.kind
                 if kind in "iub":
                     value = value.astype(np.result_type(float))
@@ -89,8 +87,14 @@ class Layout:
                 raise TypeError(f"`{argument}[{name!r}]` must hold real numbers; got dtype {value.dtype}.")
             if tuple(shape) != shapes[name]:
                 expected = shapes[name]
-                batch = " For a batch, use jax.vmap." if tuple(shape[len(shape) - len(expected):]) == expected and len(shape) > len(expected) else ""
-                raise ValueError(f"`{argument}[{name!r}]` must have the shape declared for {name!r}, {expected}; got {tuple(shape)}.{batch}")
+                batch = (
+                    " For a batch, use jax.vmap."
+                    if tuple(shape[len(shape) - len(expected) :]) == expected and len(shape) > len(expected)
+                    else ""
+                )
+                raise ValueError(
+                    f"`{argument}[{name!r}]` must have the shape declared for {name!r}, {expected}; got {tuple(shape)}.{batch}"
+                )
             values[name] = value
         if dtype is not None:
             return {name: jnp.asarray(v, dtype) for name, v in values.items()}
@@ -111,7 +115,7 @@ class Variables(Mapping):
     """The variables of buffers as a read-only mapping by name, each read when it is looked up: an
     objective that reads a few of many variables traces a few slices, not one per variable."""
 
-    def __init__(self, storage: "Storage", buffers):
+    def __init__(self, storage: Storage, buffers):
         self._storage, self._buffers = storage, buffers
 
     def __getitem__(self, name):
@@ -148,8 +152,7 @@ class Storage:
         self._groups: dict = {}
         d = schedule.d
         self.input_classes = [
-            (c, np.flatnonzero(schedule.var_class[:d] == c)) for c in range(schedule.num_classes)
-            if np.any(schedule.var_class[:d] == c)
+            (c, np.flatnonzero(schedule.var_class[:d] == c)) for c in range(schedule.num_classes) if np.any(schedule.var_class[:d] == c)
         ]
 
     def groups(self, names: Sequence[Hashable]) -> tuple:
@@ -250,10 +253,10 @@ class Storage:
         if isinstance(x, Mapping):  # a dict by input name: stacked here
             x = self.stack_inputs(x, dtype)
         if isinstance(x, (list, tuple)):
-            for (c, rows, _), part in zip(self.groups(self.layout.input_names), x):
+            for (c, _rows, _), part in zip(self.groups(self.layout.input_names), x):
                 out[c] = lax.dynamic_update_slice_in_dim(out[c], jnp.asarray(part, dtype), 0, 0)
             return out
-        (c, _), = self.input_classes
+        ((c, _),) = self.input_classes
         out[c] = out[c].at[: self.schedule.d].set(x.astype(dtype))
         return out
 

@@ -20,8 +20,8 @@ takes and returns dicts keyed by variable name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, Hashable, NamedTuple, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -234,9 +234,7 @@ class Constraints:
         self._constraints.append(constraint)
         return constraint
 
-    def add(
-        self, lhs: str, f: Callable, rhs: Sequence[str], *, shape: Sequence[int] | None = None, init: Any = None
-    ) -> Constraint:
+    def add(self, lhs: str, f: Callable, rhs: Sequence[str], *, shape: Sequence[int] | None = None, init: Any = None) -> Constraint:
         """Define the new array variable `lhs = f(*values of rhs)`; the program becomes structured.
 
         Args:
@@ -346,10 +344,7 @@ class Constraints:
             return self._resolved
         undefined = {name: users for name, users in self._pending.items() if name not in self._index}
         if undefined:
-            lines = [
-                f"{name!r} (read by {', '.join(repr(self._constraints[c].name) for c in users)})"
-                for name, users in undefined.items()
-            ]
+            lines = [f"{name!r} (read by {', '.join(repr(self._constraints[c].name) for c in users)})" for name, users in undefined.items()]
             raise ValueError(
                 f"Variables read but never defined: {'; '.join(lines)}. Define each by a constraint "
                 f"(or declare it as an input) before building the Computation."
@@ -410,8 +405,7 @@ class Constraints:
             )
         earlier = self._constraints[defined - len(self.inputs)]
         raise ValueError(
-            f"{lhs!r} is already defined by the constraint `{earlier}`; each variable is defined "
-            f"once. Give this constraint a new name."
+            f"{lhs!r} is already defined by the constraint `{earlier}`; each variable is defined once. Give this constraint a new name."
         )
 
     def _split(self, f: Callable, arity: Hashable, liftable: Callable) -> _grouping.Split:
@@ -474,8 +468,7 @@ def _is_hashable(name: Any) -> bool:
 def _check_rhs(lhs: Hashable, rhs: Any) -> None:
     if isinstance(rhs, (str, bytes)) or not isinstance(rhs, Sequence):
         raise TypeError(
-            f"The right-hand side of {lhs!r} must be a list of names, got {rhs!r}; "
-            f"write e.g. add_constraint({lhs!r}, f, [{rhs!r}])."
+            f"The right-hand side of {lhs!r} must be a list of names, got {rhs!r}; write e.g. add_constraint({lhs!r}, f, [{rhs!r}])."
         )
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -242,9 +242,7 @@ def build(
     run_group = gid[order][run_start] if n_c else np.zeros(0, np.int64)
     run_class = np.asarray(group_class, np.int64)[run_group] if n_c else np.zeros(0, np.int64)
     class_rows = np.bincount(var_class, minlength=C)
-    widths = tuple(
-        _choose_width(run_count[run_class == c], int(class_rows[c]), kmax, math.prod(class_shapes[c])) for c in range(C)
-    )
+    widths = tuple(_choose_width(run_count[run_class == c], int(class_rows[c]), kmax, math.prod(class_shapes[c])) for c in range(C))
     width = max(widths, default=1)
     run_width = np.asarray(widths, np.int64)[run_class] if n_c else np.zeros(0, np.int64)
     run_steps = -(-run_count // np.maximum(run_width, 1))
@@ -356,8 +354,7 @@ def build(
 
     # --- blocks and segments ----------------------------------------------------------------
     block_records = tuple(
-        _block(b, variables, d, constraints, class_shapes, var_class, var_row, group_vars, names)
-        for b, variables in enumerate(blocks)
+        _block(b, variables, d, constraints, class_shapes, var_class, var_row, group_vars, names) for b, variables in enumerate(blocks)
     )
     segments = []
     begin = 0

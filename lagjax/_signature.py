@@ -6,7 +6,7 @@ wrong shape is reported there, naming the constraint, rather than deep inside a 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +63,7 @@ def check_objective(f: Callable, df: Callable | None, n: int) -> None:
         out = _abstract_result(df, n, "The objective gradient `df`")
         if out.shape != (n,):
             raise ValueError(
-                f"The objective gradient `df` returned shape {out.shape}; it must return one partial "
-                f"derivative per variable, shape ({n},)."
+                f"The objective gradient `df` returned shape {out.shape}; it must return one partial derivative per variable, shape ({n},)."
             )
 
 
@@ -138,9 +137,7 @@ def check_structured_objective(f: Callable, df: Callable | None, shapes: dict) -
     if df is not None:
         out = _traced(df, [probes], "The objective gradient `df`", described)
         expected = jax.tree.structure(probes)
-        if jax.tree.structure(out) != expected or any(
-            o.shape != p.shape for o, p in zip(jax.tree.leaves(out), jax.tree.leaves(probes))
-        ):
+        if jax.tree.structure(out) != expected or any(o.shape != p.shape for o, p in zip(jax.tree.leaves(out), jax.tree.leaves(probes))):
             raise ValueError(
                 "The objective gradient `df` must return a dict with one array per variable, of that "
                 f"variable's shape ({shapes}); got {jax.tree.map(lambda o: o.shape, out)}."

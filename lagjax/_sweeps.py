@@ -26,7 +26,7 @@ then a block: `Schedule.segments`), each running its steps in a `fori_loop`; a b
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +45,7 @@ def read(schedule: Schedule, buffer: jax.Array, rows: jax.Array, c_out: int) -> 
 
 
 def own(schedule: Schedule, buffer: jax.Array, start: jax.Array, c: int) -> jax.Array:
-    """The step's own rows of class c, `buffer[start : start + widths[c]]`.
-
-    """
+    """The step's own rows of class c, `buffer[start : start + widths[c]]`."""
     return lax.dynamic_slice_in_dim(buffer, start, schedule.widths[c])
 
 
@@ -271,7 +269,9 @@ def forward_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple
         def push(t, owns, s):
             lanes = _lanes(schedule, g, s)
             real = s["real"][: lanes["out"].shape[0]]
-            tangents = [_masked(read(schedule, t[c], lanes["arg_rows"][:, p], c_out), real[:, p]) for p, c in enumerate(schedule.arg_class[g])]
+            tangents = [
+                _masked(read(schedule, t[c], lanes["arg_rows"][:, p], c_out), real[:, p]) for p, c in enumerate(schedule.arg_class[g])
+            ]
             value = owns[c_out] + maps.pushforward(g, lanes, tangents).astype(dtype)
             return [value if c == c_out else zero for c, zero in zip(written, _zeros(schedule, written, dtype))]
 

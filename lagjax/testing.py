@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import gc
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import chex
 import jax
@@ -117,7 +117,7 @@ def evaluation_order(comp: Computation) -> list:
 
 
 _MAX_JITTED_STEPS = 16  # more distinct functions (closures, say): eager, rather than a compile each
-_STEPS: "weakref.WeakKeyDictionary[Computation, dict]" = weakref.WeakKeyDictionary()  # per program, while it lives
+_STEPS: weakref.WeakKeyDictionary[Computation, dict] = weakref.WeakKeyDictionary()  # per program, while it lives
 
 
 def _plain_step(f: Callable, z: jax.Array, args: jax.Array, i: jax.Array) -> jax.Array:
@@ -156,9 +156,12 @@ def _plain_cyclic_solve(comp, x):
 
     def residual(u):
         z = {**x, **layout.unflatten(u, names)}
-        return jnp.concatenate([jnp.ravel(_plain_value(c, [z[a] for a in c.arg_names]).astype(dtype) - z[c.name]) for c in comp.constraints])
+        return jnp.concatenate(
+            [jnp.ravel(_plain_value(c, [z[a] for a in c.arg_names]).astype(dtype) - z[c.name]) for c in comp.constraints]
+        )
 
     u = jnp.concatenate([jnp.ravel(jnp.asarray(comp.init.get(n, np.zeros(comp.shapes[n])), dtype)) for n in names])
+
     def newton(_, u):
         return u - jnp.linalg.solve(jax.jacfwd(residual)(u), residual(u))
 
@@ -204,8 +207,10 @@ class _Flat:
             return J
         layout = self.comp.layout
         return jnp.concatenate(
-            [jnp.concatenate([jnp.reshape(J[v][a], (-1, layout.slice(a).stop - layout.slice(a).start)) for a in layout.input_names], 1)
-             for v in layout.names]
+            [
+                jnp.concatenate([jnp.reshape(J[v][a], (-1, layout.slice(a).stop - layout.slice(a).start)) for a in layout.input_names], 1)
+                for v in layout.names
+            ]
         )
 
     def constraint_vector(self, x: jax.Array) -> Callable:
@@ -247,7 +252,7 @@ def central_difference(fn: Callable[[jax.Array], jax.Array], v: jax.Array) -> ja
     """
     v = jnp.asarray(v)
     eps = jnp.finfo(v.dtype).eps
-    h = eps ** 0.2 * (1 + jnp.abs(v))
+    h = eps**0.2 * (1 + jnp.abs(v))
     basis = jnp.eye(v.size, dtype=v.dtype).reshape((v.size,) + v.shape)
     shifts = jnp.concatenate([basis * (h / 2), -basis * (h / 2), basis * h, -basis * h])
     values = jax.vmap(fn)(v + shifts).reshape(4, -1)  # one batched evaluation: one copy of fn to compile
@@ -458,8 +463,9 @@ def _layer_sizes(n: int, profile: str, depth: int | None) -> np.ndarray:
         return np.ones(n, np.int64)
     if profile == "mixed":  # a wide third, a chain, a wide third
         a, b = n // 3, n - 2 * (n // 3)
-        return np.r_[_layer_sizes(a, "wide", None) if a else [], np.ones(b, np.int64),
-                     _layer_sizes(a, "wide", None) if a else []].astype(np.int64)
+        return np.r_[_layer_sizes(a, "wide", None) if a else [], np.ones(b, np.int64), _layer_sizes(a, "wide", None) if a else []].astype(
+            np.int64
+        )
     raise ValueError(f"`profile` must be one of {PROFILES}; got {profile!r}.")
 
 

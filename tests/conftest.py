@@ -1,6 +1,10 @@
 """Float64 available everywhere (float32 tests ask for it explicitly); programs built once per session."""
 
 import functools
+import os
+import shutil
+import tempfile
+import uuid
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +18,7 @@ from programs import PROGRAMS  # noqa: E402  (after enabling float64)
 from lagjax import testing  # noqa: E402
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(name):
     return PROGRAMS[name]()
 
@@ -46,7 +50,7 @@ def constraint_vector(comp, x):
     return C
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(name):
     """Answers computed without lagjax's engine, once per program, in float64.
 
@@ -69,8 +73,44 @@ def rng():
     return np.random.default_rng(0)
 
 
-def pytest_collection_modifyitems(items):
-    """dlagrangian in float32 (finite differences of a float32 Lagrangian, six programs) runs with -m slow."""
+# `case` (test_method: the original code's checks) in the fast suite: every program of the catalogue
+# in one dtype; both dtypes on every program with -m slow. (test_testing runs every oracle on every
+# program in float64 in the fast suite.)
+CASE_FAST = {"float64": {"two_input", "deep", "shared", "arities"}, "float32": {"blog", "wide"}}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    """Mark slow: `case` outside `CASE_FAST`, and dlagrangian in float32 (finite differences of a
+    float32 Lagrangian)."""
     for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "case" in params and params.get("program") not in CASE_FAST[params["case"]]:
+            item.add_marker(pytest.mark.slow)
         if item.name.startswith("test_dlagrangian[f32-"):
             item.add_marker(pytest.mark.slow)
+
+
+# One compile per program for the whole run: the xdist workers (and tests building the same program)
+# share XLA's executables through JAX's persistent cache, in a folder of this run's own, removed at
+# its end. Named after xdist's run id, which the controller chooses and every worker is given.
+def _cache_folder(run: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"lagjax-tests-xla-{run}")
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        run = config.workerinput["testrunuid"]
+    else:  # the controller (before it starts the workers), or the only process
+        if hasattr(config.option, "testrunuid") and config.option.testrunuid is None:
+            config.option.testrunuid = uuid.uuid4().hex
+        run = getattr(config.option, "testrunuid", None) or str(os.getpid())
+        config._lagjax_cache = _cache_folder(run)
+    jax.config.update("jax_compilation_cache_dir", _cache_folder(run))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_lagjax_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

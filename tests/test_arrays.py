@@ -77,10 +77,12 @@ def test_gradient_and_multipliers_against_jax_grad(mlp):
     assert max_error(gradient, expected) < 1e-12
     z, lam = comp.multipliers(x)
     assert all(lam[name].shape == comp.shapes[name] for name in comp.names)
+
     # the multiplier of a layer is the gradient w.r.t. that layer's output, other layers held as functions of it
     def from_h2(h2):
         h3 = jnp.tanh(x["W3"] @ h2 + x["b3"][:, None])
         return jnp.mean((h3 - x["Y"]) ** 2) * jnp.exp(x["s"])
+
     assert testing.relative_error(lam["h2"], jax.grad(from_h2)(z["h2"])) < 1e-12
 
 

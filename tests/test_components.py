@@ -43,7 +43,7 @@ def check_against_closure(num_nodes, edges):
 
 
 def test_random_graphs_against_closure(rng):
-    for trial in range(60):
+    for _ in range(60):
         n = int(rng.integers(0, 14))
         density = rng.choice([0.05, 0.15, 0.3])
         edges = [(v, w) for v in range(n) for w in range(n) if rng.random() < density]

@@ -60,7 +60,7 @@ def scenario(name, rng):
     return p, c, (np.zeros(M) if name == "mdp" else b)  # mdp: a zero right-hand side, solved exactly
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def batch():
     """All scenarios stacked on a leading axis (float64 NumPy)."""
     rng = np.random.default_rng(0)
@@ -95,7 +95,7 @@ def as_numpy(tree):
 BATCHED = {("dense", jnp.float32), ("matrix-free", jnp.float32)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def results(solver_name, dtype):
     """Each scenario solved in `dtype`, as NumPy: dict name -> (u, w, t, root, adjoint, tangent)."""
     cast = lambda tree: jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), tree)
@@ -267,7 +267,7 @@ def gmres_system(n=40, seed=3):
     return np.eye(n) + 0.6 * rng.normal(size=(n, n)) / np.sqrt(n), rng.normal(size=n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gmres_jit(restart):
     solver = Solver(krylov_restart=restart, krylov_max=200)
     return jax.jit(lambda A, b, target: _cyclic._gmres(lambda v: A @ v, b, target, solver))

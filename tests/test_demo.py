@@ -9,8 +9,15 @@ def test_demo_prints_everything_and_passes(capsys, tmp_path, monkeypatch):
     assert main(["demo"]) == 0
     assert (tmp_path / "lagjax_demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
-    for text in ["a = exp(x)", "c = sum(a, b, y)", "λ (multiplier)", "gradient = λ[:d]", "multipliers_vs_grad",
-                 "implicit_function", "all oracles passed"]:
+    for text in [
+        "a = exp(x)",
+        "c = sum(a, b, y)",
+        "λ (multiplier)",
+        "gradient = λ[:d]",
+        "multipliers_vs_grad",
+        "implicit_function",
+        "all oracles passed",
+    ]:
         assert text in out
 
 

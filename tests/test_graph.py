@@ -282,7 +282,7 @@ def test_cli_demo_writes_the_graph(tmp_path, monkeypatch, capsys):
     assert "must end in .dot, .svg or .png" in capsys.readouterr().err
 
 
-USER_FILE = '''
+USER_FILE = """
 import jax.numpy as jnp
 import lagjax
 
@@ -297,7 +297,7 @@ number = 3
 
 def needs_arguments(a):
     return build()
-'''
+"""
 
 
 def test_cli_graph(tmp_path, capsys):

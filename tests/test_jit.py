@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from programs import PROGRAMS, counted_program
 
 from lagjax import Computation, Constraints
-from programs import PROGRAMS, counted_program
 
 
 @pytest.mark.parametrize("name", ["arities"])  # several arities and groups: the lax.switch path

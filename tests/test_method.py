@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 import numpy as np
-
 from conftest import constraint_vector
+
 from lagjax import testing
 
-RTOL = {jnp.dtype('float64'): 1e-10, jnp.dtype('float32'): 1e-4}
-FD_RTOL = {jnp.dtype('float64'): 1e-8, jnp.dtype('float32'): 5e-2}
+RTOL = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
+FD_RTOL = {jnp.dtype("float64"): 1e-8, jnp.dtype("float32"): 5e-2}
 
 
 def assert_close(actual, expected, rtol):

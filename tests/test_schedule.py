@@ -5,9 +5,9 @@ import pathlib
 
 import jax.numpy as jnp
 import numpy as np
+from programs import PROGRAMS
 
 from lagjax import Computation, Constraints, _schedule, testing
-from programs import PROGRAMS
 
 
 def _levels(comp):

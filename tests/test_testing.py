@@ -16,9 +16,16 @@ def test_example_programs_pass_every_oracle_at_1e_10(make):
     x = np.linspace(0.3, -0.2, comp.d)
     errors = testing.check_computation(comp, x, rtol=1e-10, fd_rtol=1e-10)
     assert set(errors) == {
-        "multipliers_vs_grad", "tangents_vs_jacfwd", "dconstraints_vs_jacrev", "dlagrangian_vs_grad",
-        "dlagrangian_vs_fd", "multipliers_vs_solve", "multipliers_vs_triangular", "reverse_mode_dense",
-        "implicit_function", "stationarity",
+        "multipliers_vs_grad",
+        "tangents_vs_jacfwd",
+        "dconstraints_vs_jacrev",
+        "dlagrangian_vs_grad",
+        "dlagrangian_vs_fd",
+        "multipliers_vs_solve",
+        "multipliers_vs_triangular",
+        "reverse_mode_dense",
+        "implicit_function",
+        "stationarity",
     }
 
 
@@ -44,8 +51,15 @@ def test_a_wrong_partial_is_caught_and_named():
     with pytest.raises(AssertionError) as info:
         testing.check_computation(_exp_program(df=jnp.cos), np.array([0.5]))
     message = str(info.value)
-    caught = ["multipliers_vs_grad", "tangents_vs_jacfwd", "dconstraints_vs_jacrev", "dlagrangian_vs_grad",
-              "dlagrangian_vs_fd", "multipliers_vs_solve", "multipliers_vs_triangular"]
+    caught = [
+        "multipliers_vs_grad",
+        "tangents_vs_jacfwd",
+        "dconstraints_vs_jacrev",
+        "dlagrangian_vs_grad",
+        "dlagrangian_vs_fd",
+        "multipliers_vs_solve",
+        "multipliers_vs_triangular",
+    ]
     for name in caught:
         assert f"{name}: largest error" in message
     # The checks of self-consistency (the sweeps agree with lagjax's own D) stay quiet: the solves are right.

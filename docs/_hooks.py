@@ -17,9 +17,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 # (file, text of the warning): the Raises: sections of Constraints.add_constraint and
 # Constraints.add are not `Exception: description` pairs.
-KNOWN_DOCSTRING_WARNINGS = [
-    ("lagjax/_program.py", "Failed to get 'exception: description' pair"),
-]
+KNOWN_DOCSTRING_WARNINGS: list[tuple[str, str]] = []
 seen = set()  # the entries that matched a warning in this build
 
 

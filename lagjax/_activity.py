@@ -116,9 +116,12 @@ class Restriction:
                 self.active_classes.add(cf)
             scatter_from.append(np.asarray(sub.var_row[written], np.int32))
             scatter_to.append(np.asarray(s.var_row[variables[written]], np.int32))
+        # flat conversions (an index per number) only where used: the gradient of a vector program.
+        # Dict programs stack and seed by class; inside `as_function` these tables are constants.
+        storage = {} if self.comp.dicts else self.storage.tables()
         return {
             **sub.tables(),
-            "storage": self.storage.tables(),
+            "storage": storage,
             "gather": gather,
             "scatter_from": scatter_from,
             "scatter_to": scatter_to,

@@ -99,7 +99,9 @@ class Graph:
     """A picture of a program (`graph`, or `Computation.graph`).
 
     Attributes:
-      nodes, edges, clusters: `Node`s, `Edge`s and `Cluster`s (cyclic blocks).
+      nodes: the `Node`s, one per variable (and the objective), or per summary node.
+      edges: the `Edge`s: arguments, and the objective's reads.
+      clusters: the `Cluster`s: cyclic blocks.
       legend: `(colour, text)` pairs: the inputs, each group, the objective.
       title: a line saying what is drawn.
       summary: whether this is a summary graph (one node per group and band of levels).

@@ -7,6 +7,7 @@ else is a dict keyed by name, with each variable's own shape.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -140,20 +141,33 @@ class Storage:
     def __init__(self, layout: Layout, schedule):
         self.layout, self.schedule = layout, schedule
         self.rows = [np.asarray(schedule.var_row[v], np.int32) for v in schedule.class_vars]
-        # where each class's values (variables in index order, flattened) sit in the flat vector
-        self.flat_index = [  # a class's variables all have its size: one outer sum each
-            (layout.offsets[variables][:, None] + np.arange(math.prod(shape))).reshape(-1).astype(np.int32)
-            for variables, shape in zip(schedule.class_vars, schedule.shapes)
-        ]
-        order = np.concatenate(self.flat_index) if self.flat_index else np.zeros(0, np.int32)
-        self.inverse = np.argsort(order).astype(np.int32)  # flat = (classes concatenated)[inverse]
-        self.single = schedule.num_classes == 1 and bool(np.all(self.inverse == np.arange(order.size)))
         self._index = layout.index
         self._groups: dict = {}
         d = schedule.d
         self.input_classes = [
             (c, np.flatnonzero(schedule.var_class[:d] == c)) for c in range(schedule.num_classes) if np.any(schedule.var_class[:d] == c)
         ]
+
+    @functools.cached_property
+    def flat_index(self) -> list:
+        """Per class, where its values (variables in index order, flattened) sit in the flat vector:
+        one index per number, so built only when a flat conversion is asked for."""
+        layout, schedule = self.layout, self.schedule
+        return [  # a class's variables all have its size: one outer sum each
+            (layout.offsets[variables][:, None] + np.arange(math.prod(shape))).reshape(-1).astype(np.int32)
+            for variables, shape in zip(schedule.class_vars, schedule.shapes)
+        ]
+
+    @functools.cached_property
+    def inverse(self) -> np.ndarray:
+        """`flat = (classes concatenated)[inverse]`."""
+        order = np.concatenate(self.flat_index) if self.flat_index else np.zeros(0, np.int32)
+        return np.argsort(order).astype(np.int32)
+
+    @functools.cached_property
+    def single(self) -> bool:
+        """One class, in variable order (vectors): the flat vector is its buffer's rows, no permutation."""
+        return self.schedule.num_classes == 1 and bool(np.all(self.inverse == np.arange(self.inverse.size)))
 
     def groups(self, names: Sequence[Hashable]) -> tuple:
         """The variables `names` grouped by class: `((c, rows, names of class c), ...)`."""

@@ -195,9 +195,10 @@ class Constraints:
           The `Constraint` record.
 
         Raises:
-          ValueError / TypeError naming `lhs` when the constraint is malformed: `lhs` already
-          defined or an input, an unhashable name in `rhs`, an empty `rhs`, or `f` / `df`
-          returning the wrong shape.
+          ValueError: naming `lhs`, when the constraint is malformed: `lhs` already defined or an
+            input, an empty `rhs`, or `f` / `df` returning the wrong shape.
+          TypeError: naming `lhs`, for an unhashable name in `rhs` or an `f` / `df` that is not
+            callable.
         """
         index = self._index
         try:
@@ -254,9 +255,11 @@ class Constraints:
           The `Constraint` record (`positional=True`).
 
         Raises:
-          ValueError / TypeError naming `lhs`: the errors of `add_constraint`, and `f` failing to
-          trace on its arguments' shapes (the original error shown beneath), returning a
-          non-float or non-array value, or a shape other than `shape`.
+          ValueError: naming `lhs`: the errors of `add_constraint`, and `f` returning a shape
+            other than `shape`.
+          TypeError: naming `lhs`: the errors of `add_constraint`, and `f` failing to trace on its
+            arguments' shapes (the original error shown beneath) or returning a non-float or
+            non-array value.
         """
         if not callable(f):
             raise TypeError(f"`f` for {lhs!r} must be callable, got {f!r}.")

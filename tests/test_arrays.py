@@ -95,6 +95,7 @@ def test_float32_kept(mlp):
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(comp.solve_constraints(x32)))
 
 
+@pytest.mark.slow  # the fast suite differentiates array programs through as_function in test_activity
 def test_as_function_transformations(mlp):
     comp, x, layers = mlp
     fn = comp.as_function()

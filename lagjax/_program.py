@@ -302,6 +302,97 @@ class Constraints:
             )
         return out_shape
 
+    def add_arrays(
+        self,
+        lhs: Sequence[str],
+        f: Callable | Sequence[Callable],
+        rhs: Sequence[Sequence[str]],
+        *,
+        data: Sequence[tuple] | None = None,
+        shape: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        """Add m array constraints at once, in order: `lhs[r] = f[r](*values of rhs[r], *data[r])`.
+
+        The bulk form of `add`, for programs made by code (`lagjax.trace`): the data each constraint
+        runs on are given explicitly rather than captured, and each distinct function is checked once.
+        Constraints with the same function object, the same argument shapes and the same data shapes
+        and dtypes form one group (their data stacked); `jax.eval_shape` runs once per group.
+
+        Args:
+          lhs: m new names (strings), none defined before, none repeated.
+          f: one function, or m functions (a few distinct objects), each taking a constraint's k
+            argument values positionally, then its data, and returning one float array.
+          rhs: m sequences of names, each defined before its constraint: an input, a variable of an
+            earlier constraint, or an earlier entry of `lhs` (for forward references and cycles use `add`).
+          data: None, or m tuples of arrays passed to `f[r]` after the arguments.
+          shape: None, or m shapes `lhs[r]` must have; omitted, inferred (once per group).
+
+        Raises:
+          ValueError: naming the row and its `lhs`: lengths that differ, a name defined twice, an
+            empty or undefined right-hand side, a shape other than the one `f` returns.
+          TypeError: naming the row's `lhs`: a name that is not a string, an `f` that is not callable
+            or that fails to trace on its arguments' shapes (the original error shown beneath).
+        """
+        m = len(lhs)
+        fs = [f] * m if callable(f) else list(f)
+        data = [()] * m if data is None else list(data)
+        shapes = [None] * m if shape is None else list(shape)
+        for what, column in (("f", fs), ("rhs", rhs), ("data", data), ("shape", shapes)):
+            if len(column) != m:
+                raise ValueError(f"`add_arrays` got {m} names in `lhs` but {len(column)} entries in `{what}`; give one per constraint.")
+        index, names, level, records, group_of, var_shapes = self._index, self._names, self._level, self._constraints, self._group_of, self._shapes
+        for r in range(m):
+            name, g, args_r, data_r = lhs[r], fs[r], rhs[r], tuple(data[r])
+            if not isinstance(name, str):
+                _check_string(name, f"left-hand side of row {r}")
+            if name in index:
+                self._redefined(name)
+            try:
+                args = tuple(map(index.__getitem__, args_r))
+            except (KeyError, TypeError):
+                _check_rhs(name, args_r)
+                missing = [a for a in args_r if not _is_hashable(a) or a not in index]
+                raise ValueError(
+                    f"Row {r} of `add_arrays` ({name!r}) reads {missing[0]!r}, which is not defined before it; `add_arrays` "
+                    f"reads inputs and earlier variables only. Add constraints with forward references or cycles by `add`."
+                ) from None
+            if not args:
+                raise ValueError(f"The right-hand side of {name!r} (row {r} of `add_arrays`) is empty; a constraint reads at least one variable.")
+            arg_shapes = tuple(map(var_shapes.__getitem__, args))
+            key = ("arrays", id(g), arg_shapes, tuple(map(_leaf_type, data_r)))
+            group = group_of.get(key)
+            if group is None:
+                group = self._array_group(key, g, args_r, arg_shapes, data_r, name)
+            out_shape = self._groups[group].out_shape
+            if shapes[r] is not None and _declared_shape(name, shapes[r]) != out_shape:
+                raise ValueError(f"`f` of constraint {name!r} returns shape {out_shape}, but `shape={tuple(shapes[r])}` was asked for.")
+            level.append(1 + max(map(level.__getitem__, args)))
+            i = index[name] = len(names)
+            names.append(name)
+            var_shapes.append(out_shape)
+            records.append(Constraint(name, i, _WithData(g, data_r), args, tuple(args_r), None, group, data_r, True))
+        self.structured = self.structured or m > 0
+
+    def _array_group(self, key: tuple, f: Callable, rhs, arg_shapes: tuple, data: tuple, lhs: str) -> int:
+        """A new group of `add_arrays`: `f(*args, *data)` traced once on their shapes (`jax.eval_shape`)."""
+        import itertools
+
+        import jax
+        import jax.numpy as jnp
+
+        if not callable(f):
+            raise TypeError(f"`f` for {lhs!r} must be callable, got {f!r}.")
+        probes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in arg_shapes]
+        probes += [jax.ShapeDtypeStruct(*_leaf_type(leaf)) for leaf in data]
+        described = "arguments of shapes " + ", ".join(f"{n!r}: {s}" for n, s in zip(rhs, arg_shapes)) + f" and {len(data)} data arrays"
+        where = f"`f` of constraint {lhs!r}"
+        out_shape = tuple(_signature._one_float_array(_signature._traced(f, probes, where, described), where).shape)
+        n_data = len(data)
+        split = _grouping.Split(key, data, (False,) * n_data, lambda leaves: _WithData(f, tuple(itertools.islice(leaves, n_data))))
+        group = self._group_of[key] = len(self._groups)
+        self._groups.append(_grouping.Group(split, None, len(arg_shapes), f, True, arg_shapes, out_shape))
+        return group
+
     # --- forward references: cyclic programs ---------------------------------------------
     def condensation(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """`(level, blocks)` of the resolved program (`_components.condensation`); without forward
@@ -458,6 +549,31 @@ class Constraints:
         data = f_split.leaves + (df_split.leaves if df_split is not None else ())
         self._seen[(id(f), id(df), k)] = (group, data)
         return group, data
+
+
+class _WithData:
+    """`f` with its data bound after the arguments: `_WithData(f, data)(*args) == f(*args, *data)`
+    (the function of a constraint added by `Constraints.add_arrays`)."""
+
+    __slots__ = ("f", "data")
+
+    def __init__(self, f: Callable, data: tuple):
+        self.f, self.data = f, data
+
+    def __call__(self, *args):
+        return self.f(*args, *self.data)
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.f, "__name__", type(self.f).__name__)
+
+
+def _leaf_type(leaf) -> tuple[tuple[int, ...], Any]:
+    """`(shape, dtype)` of a data array (NumPy's for other values)."""
+    try:
+        return tuple(leaf.shape), leaf.dtype
+    except AttributeError:
+        return np.shape(leaf), np.result_type(leaf)
 
 
 def _is_hashable(name: Any) -> bool:

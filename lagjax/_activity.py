@@ -52,6 +52,9 @@ def descendants(n: int, records, sources) -> np.ndarray:
 class Restriction:
     """The active part of a program for the inputs `inputs` (indices), as a program of its own.
 
+    `seeded`: constraint variables whose own values vary too (they capture a differentiated
+    parameter, `_parameters`): sources of the analysis beside the inputs, seeded by the caller.
+
     Attributes:
       inputs: the active inputs' indices; `names` their names.
       variables: (n_S,) the sub-program's variables' indices in the program: the active inputs,
@@ -61,12 +64,12 @@ class Restriction:
       tables: what the traced code reads (`tables()`), device arrays.
     """
 
-    def __init__(self, comp, inputs):
+    def __init__(self, comp, inputs, seeded=()):
         s, records, d, n = comp.schedule, comp.constraints, comp.d, comp.n
         self.comp = comp
         self.inputs = tuple(sorted(int(i) for i in inputs))
         self.names = [comp.names[i] for i in self.inputs]
-        active = descendants(n, records, self.inputs)
+        active = descendants(n, records, self.inputs + tuple(seeded))
         constraints = np.flatnonzero(active[d:]) + d
         read = {a for i in constraints.tolist() for a in records[i - d].args}
         frontier = sorted(a for a in read if not active[a])
@@ -76,7 +79,7 @@ class Restriction:
         index[variables] = np.arange(variables.size)
         d_s = len(sub_inputs)
 
-        groups, marks, subgroup, sub_records = [], [], {}, []
+        groups, marks, subgroup, sub_records, full_group = [], [], {}, [], []
         for i in constraints.tolist():
             record = records[i - d]
             mark = tuple(bool(active[a]) for a in record.args)
@@ -85,6 +88,7 @@ class Restriction:
                 subgroup[key] = len(groups)
                 groups.append(s.groups[record.group])
                 marks.append(mark)
+                full_group.append(record.group)
             args = tuple(int(index[a]) for a in record.args)
             sub_records.append(record._replace(i=int(index[i]), args=args, group=subgroup[key]))
 
@@ -99,6 +103,10 @@ class Restriction:
         self.layout = _layout.Layout(names, shapes, d_s)
         self.storage = _layout.Storage(self.layout, sub)
         self.full_class = [s.shapes.index(shape) for shape in sub.shapes]
+        rank = np.zeros(n, np.int64)  # each constraint variable's rank among its group's members
+        for members in s.group_vars:
+            rank[members] = np.arange(members.size)
+        self._members = [(g, rank[variables[v]]) for g, v in zip(full_group, sub.group_vars)]  # per subgroup
         with jax.ensure_compile_time_eval():  # built inside a trace (a JVP rule), still concrete arrays
             self.tables = jax.device_put(self._tables(active))
 
@@ -126,6 +134,21 @@ class Restriction:
             "scatter_from": scatter_from,
             "scatter_to": scatter_to,
         }
+
+    def with_data(self, tables, full) -> dict:
+        """The active part's `tables` with its groups' data read from the program's tables `full`
+        (where parameters have replaced captured arrays, `_parameters`)."""
+        s, sub = self.comp.schedule, self.schedule
+        data = []
+        for g_sub, (g, ranks) in enumerate(self._members):
+            leaves = []
+            for j, leaf in enumerate(full["group_data"][g]):
+                if s.group_shared[g][j]:
+                    leaves.append(leaf)
+                else:
+                    leaves.append(leaf[ranks[0]] if sub.group_shared[g_sub][j] else leaf[ranks])
+            data.append(leaves)
+        return {**tables, "group_data": data}
 
     # --- between the program's buffers and the active part's --------------------------------
     def gather(self, buffers, tables) -> list:

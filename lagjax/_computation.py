@@ -180,12 +180,13 @@ class Computation:
             return self.storage.from_dict({name: jnp.reshape(g[name], self.shapes[name]) for name in self.names}, z[0].dtype)
         return self.storage.from_flat(jnp.reshape(g, (self.n,)).astype(z[0].dtype), tables["storage"])
 
-    def restriction(self, inputs) -> _activity.Restriction | None:
-        """The active part for the inputs `inputs` (indices; `_activity`), built once; None when
-        it is the whole program (every variable computed from them, every argument active)."""
-        key = tuple(sorted(set(int(i) for i in inputs)))
+    def restriction(self, inputs, seeded=()) -> _activity.Restriction | None:
+        """The active part for the inputs `inputs` (indices; `_activity`) and the constraint variables
+        `seeded` (those capturing a differentiated parameter), built once; None when it is the whole
+        program (every variable computed from them, every argument active)."""
+        key = tuple(sorted(set(int(i) for i in inputs))), tuple(sorted(set(int(i) for i in seeded)))
         if key not in self._restrictions:
-            R = _activity.Restriction(self, key)
+            R = _activity.Restriction(self, *key)
             whole = R.variables.size == self.n and all(all(mark) for mark in R.schedule.active)
             self._restrictions[key] = None if whole else R
         return self._restrictions[key]
@@ -569,7 +570,7 @@ class Computation:
         return self._jit["forward_mode"](self._tables, D.astype(dtype), self._flat(v, "v", dtype))
 
     # --- a JAX function ------------------------------------------------------------------
-    def as_function(self, output: str = "f", *, as_dict: bool | None = None) -> Callable:
+    def as_function(self, output: str = "f", *, as_dict: bool | None = None, params=None) -> Callable:
         """The program as a JAX function of its inputs, differentiated by lagjax's sweeps.
 
         `output="f"`: `x ↦ f(z*(x))`, a scalar. `output="z"`: `x ↦ z*(x)`, the solved variables.
@@ -584,19 +585,30 @@ class Computation:
         `jax.vjp`, `jax.jacrev` (reverse mode: the multiplier sweep, `D λ = -v`), `jax.jvp`,
         `jax.jacfwd` (forward mode: the tangent sweep, `Dᵀ t = -v`), `jax.hessian` and any nesting;
         the same function object is returned on every call, so it compiles once per shape and dtype.
+        Differentiated w.r.t. some inputs only, it sweeps only what they reach (`_activity`).
         If this Computation was given `df`, it is the derivative of `f` (second orders differentiate `df`).
 
-        Parameters: a constraint has no derivative w.r.t. arrays it closes over. Make such values
-        inputs of the program and pass a dict; to differentiate w.r.t. some of them only, close over
-        the rest in a wrapper::
+        Parameters: `params`, a pytree of arrays that the constraints' functions capture (the very
+        objects: closure cells, default arguments, `functools.partial` arguments; matched by
+        identity, as `jax.closure_convert` lifts constants), makes the function `(x, params) ↦ ...`,
+        where `params` has that structure and those shapes and replaces the captured values. Its
+        derivative w.r.t. a parameter θ is the Lagrangian's, `Σ_i (∂f_i/∂θ)ᵀ λ_i` over the
+        constraints capturing θ (`_parameters`)::
 
-            fn = comp.as_function()                        # inputs: "w", "b", "x"
-            loss = lambda params, x: fn({**params, "x": x})
-            jax.grad(loss)({"w": 0.5, "b": 0.1}, 2.0)       # {"w": ..., "b": ...}
+            W = jnp.ones((3, 2))
+            C.add("h", lambda x: jnp.tanh(W @ x), ["x"])    # W is captured, not an input
+            ...
+            fn = comp.as_function(params={"W": W})
+            jax.grad(fn, argnums=1)(x, {"W": W})            # {"W": ∂f/∂W}
+
+        Raises:
+          ValueError: naming the leaf, when no constraint captures a leaf of `params`.
         """
-        key = (output, as_dict)
+        key = (
+            (output, as_dict) if params is None else (output, as_dict, jax.tree.structure(params), tuple(map(id, jax.tree.leaves(params))))
+        )
         if key not in self._functions:
-            self._functions[key] = _function.make(self, output, as_dict)
+            self._functions[key] = _function.make(self, output, as_dict, params)
         return self._functions[key]
 
     def graph(self, x=None, *, max_nodes: int = 200, partials: bool = False):

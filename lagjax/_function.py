@@ -38,39 +38,50 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from lagjax import _layout, _sweeps
+from lagjax._parameters import Parameters
 
 OUTPUTS = ("f", "z")
 
 
-def implicit_solution(comp) -> Callable:
-    """`z*(tables, x)`: the class buffers of the solution for inputs `x` (a vector or a dict), whose
-    derivatives in `x` (any mode, any order) come from the two sweeps.
+def implicit_solution(comp, parameters=None) -> Callable:
+    """`z*(tables, x, theta)`: the class buffers of the solution for inputs `x` (a vector or a dict) and
+    parameters `theta` (the leaves of `parameters`, a `_parameters.Parameters`; `[]` without), whose
+    derivatives in `x` and `theta` (any mode, any order) come from the two sweeps.
 
     The tables are an argument, not a closure: a `custom_jvp` rule must not close over tracers (here,
     the tables as arguments of the enclosing `jax.jit`). They are constants of the program (indices,
-    and the data captured by grouped functions): their tangents are ignored. A failed cyclic block
-    gives NaN (and, with `checked=True`, a runtime error), never a silently wrong value.
+    and the data captured by grouped functions): their tangents are ignored; a parameter's value
+    replaces its captured array in them (`Parameters.substitute`), and its tangent seeds the solve. A
+    failed cyclic block gives NaN (and, with `checked=True`, a runtime error), never a silently wrong value.
     """
     schedule, storage = comp.schedule, comp.storage
 
+    def substituted(tables, theta):
+        return tables if parameters is None else parameters.substitute(tables, theta)
+
     @jax.custom_jvp
-    def solution(tables, x):
-        z, report = comp.solve_buffers(tables, x)
+    def solution(tables, x, theta):
+        z, report = comp.solve_buffers(substituted(tables, theta), x)
         comp._check({"forward": report})
         return z
 
     def solution_jvp(primals, tangents):
-        (tables, x), (_, dx) = primals, tangents
-        z = solution(tables, x)
+        (tables, x, theta), (_, dx, dtheta) = primals, tangents
+        z = solution(tables, x, theta)
+        tables = substituted(tables, theta)
         active = _active_inputs(comp, dx)
-        if not active:
+        varied = [None if isinstance(t, SymbolicZero) else t for t in dtheta]
+        seeded = parameters.seeded([k for k, t in enumerate(varied) if t is not None]) if parameters is not None else ()
+        if not active and not seeded:
             return z, [_zero(b) for b in z]
-        R = comp.restriction(active)
+        seed = parameters.seed(schedule, storage, tables, z, varied) if seeded else None
+        R = comp.restriction(active, seeded)
         if R is not None:
-            return z, _restricted_tangents(comp, R, z, dx)
+            return z, _restricted_tangents(comp, R, z, dx, seed, tables if parameters is not None else None)
         maps = comp.linearize(tables, z)  # differentiable in z: second orders flow through the local maps
 
         def matvec(t):
@@ -86,10 +97,10 @@ def implicit_solution(comp) -> Callable:
             comp._check({"multipliers": comp._report(infos)})
             return lam
 
-        # b = [dx; 0], built as one flat vector and put in the buffers, so that every buffer is linear
-        # in dx (JAX's transpose of custom_linear_solve needs that, even of a class with no inputs).
-        seed = storage.seed(dx, z[0].dtype, tables["storage"])
-        return z, jax.lax.custom_linear_solve(matvec, seed, solve, transpose_solve)
+        b = storage.seed(dx, z[0].dtype, tables["storage"])  # [dx; 0]
+        if seed is not None:
+            b = [u + v for u, v in zip(b, seed)]
+        return z, linear_solve(matvec, b, solve, transpose_solve)
 
     # Symbolic zeros: the inputs not differentiated are known, and only the active part is swept.
     solution.defjvp(solution_jvp, symbolic_zeros=True)
@@ -104,14 +115,16 @@ def _active_inputs(comp, dx) -> tuple[int, ...]:
     return tuple(sorted(index[name] for name, t in dx.items() if not isinstance(t, SymbolicZero)))
 
 
-def _restricted_tangents(comp, R, z, dx) -> list:
-    """`dz` for the tangents `dx` of the active inputs only: the same linear solve as on the whole
-    program, on its active part (`_activity`); zero outside it.
+def _restricted_tangents(comp, R, z, dx, seed=None, full=None) -> list:
+    """`dz` for the tangents `dx` of the active inputs only (and the parameters' `seed`, the
+    program's buffers): the same linear solve as on the whole program, on its active part
+    (`_activity`); zero outside it. `full`: the program's tables with the parameters' values, whose
+    data the active part then reads.
 
     The restriction's tables are constants of the trace here (the rule cannot take arguments of its
     own), so a restricted `as_function` derivative embeds them in its compiled code.
     """
-    tables, dtype = R.tables, z[0].dtype
+    tables, dtype = (R.tables if full is None else R.with_data(R.tables, full)), z[0].dtype
     maps = R.linearize(z, tables)
 
     def solve(_, b):
@@ -124,11 +137,39 @@ def _restricted_tangents(comp, R, z, dx) -> list:
         comp._check({"multipliers": report})
         return lam
 
-    seed = R.seed({name: dx[name] for name in R.names}, dtype, tables)
-    t = jax.lax.custom_linear_solve(lambda t: R.matvec(maps, tables, t), seed, solve, transpose_solve)
+    b = R.seed({name: dx[name] for name in R.names}, dtype, tables)
+    if seed is not None:
+        b = [u + v for u, v in zip(b, R.gather(seed, tables))]
+    t = linear_solve(lambda t: R.matvec(maps, tables, t), b, solve, transpose_solve)
     dz = R.scatter(t, tables, dtype)
     # a class holding no active variable has a symbolic zero tangent: no zero is formed downstream
     return [dz[c] if c in R.active_classes else _zero(b) for c, b in enumerate(z)]
+
+
+def linear_solve(matvec, b, solve, transpose_solve) -> list:
+    """`jax.lax.custom_linear_solve` of buffers (a list of arrays of one dtype), posed on one vector.
+
+    JAX's rules for `custom_linear_solve` need the right-hand side's leaves alike: its transpose
+    asserts that every leaf of b is linear in the tangents, and its JVP passes a leaf's symbolic zero
+    tangent on as an operand; a buffer of b that does not vary (a class no seed reaches, in reverse
+    over forward mode, say) breaks either. Packed into one vector, b is linear as a whole.
+    """
+    shapes = [x.shape for x in b]
+    sizes = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+
+    def pack(buffers):
+        return jnp.concatenate([jnp.ravel(x) for x in buffers])
+
+    def unpack(v):
+        return [jnp.reshape(v[start:stop], shape) for start, stop, shape in zip(sizes[:-1], sizes[1:], shapes)]
+
+    t = jax.lax.custom_linear_solve(
+        lambda v: pack(matvec(unpack(v))),
+        pack(b),
+        lambda _, v: pack(solve(None, unpack(v))),
+        lambda _, v: pack(transpose_solve(None, unpack(v))),
+    )
+    return unpack(t)
 
 
 def _zero(value):
@@ -235,22 +276,24 @@ class StructuredPacking:
         return self.comp.storage.to_dict(z) if as_dict else self.comp.storage.to_flat(z, tables["storage"])
 
 
-def make(comp, output: str, as_dict: bool | None) -> Callable:
-    """The function behind `Computation.as_function` (see there); jitted, tables passed as arguments."""
+def make(comp, output: str, as_dict: bool | None, params=None) -> Callable:
+    """The function behind `Computation.as_function` (see there); jitted, tables passed as arguments.
+    With `params` (a pytree of arrays the constraints capture), the function is `(x, params) -> ...`."""
     if output not in OUTPUTS:
         raise ValueError(f"`output` must be 'f' (the objective f(z*(x))) or 'z' (the solved variables z*(x)); got {output!r}.")
     if as_dict not in (None, True, False):
         raise TypeError(f"`as_dict` must be None, True or False; got {as_dict!r}.")
     packing = StructuredPacking(comp) if comp.dicts else Packing(comp)
-    solution = implicit_solution(comp)
+    parameters = None if params is None else Parameters(comp, params)
+    solution = implicit_solution(comp, parameters)
     if comp._df_given:  # the user's gradient as the objective's derivative: on a real dict (a pytree)
         with_df = with_gradient(comp.f, comp.df)
         objective = lambda z, tables: with_df(comp.storage.to_dict(z) if comp.dicts else comp.storage.to_flat(z, tables["storage"]))  # noqa: E731
     else:
         objective = comp.objective
 
-    def evaluate(tables, x):
-        z = solution(tables, packing.vector(x))
+    def evaluate(tables, x, theta):
+        z = solution(tables, packing.vector(x), theta)
         if output == "f":
             return objective(z, tables)
         return packing.solution(z, tables, isinstance(x, Mapping) if as_dict is None else as_dict)
@@ -263,11 +306,18 @@ def make(comp, output: str, as_dict: bool | None) -> Callable:
         # tables are constants of the compiled code: 150 s to compile 64 layers of 2048² with them.
         tables = {**tables, "storage": {}}
 
-    def function(x):
-        return jitted(tables, packing.check(x))
+    if parameters is None:
+
+        def function(x):
+            return jitted(tables, packing.check(x), [])
+
+    else:
+
+        def function(x, params):
+            return jitted(tables, packing.check(x), parameters.check(params))
 
     kind = "f(z*(x)), a scalar" if output == "f" else "z*(x), the solved variables"
     given = "a dict {name: array} by input name" if comp.dicts else f"shape ({comp.d},) or a dict {{name: scalar}} by input name"
-    function.__doc__ = f"{kind}, for inputs `x` of {given}."
+    function.__doc__ = f"{kind}, for inputs `x` of {given}" + ("." if parameters is None else ", and `params` as declared.")
     function.__name__ = f"lagjax_{output}"
     return function

@@ -58,8 +58,14 @@ class Cell:
 
 
 def resolve(leaf) -> np.ndarray:
-    """A leaf's value: the array, or a `Cell`'s current contents."""
-    return np.asarray(leaf.cell.cell_contents) if isinstance(leaf, Cell) else leaf
+    """A leaf's value as a NumPy array: the array, or a `Cell`'s current contents."""
+    return np.asarray(origin(leaf))
+
+
+def origin(leaf) -> Any:
+    """The object a constraint captured: the array itself (a JAX array stays one), or a `Cell`'s
+    current contents. Captured arrays are matched by identity to parameters (`_parameters`)."""
+    return leaf.cell.cell_contents if isinstance(leaf, Cell) else leaf
 
 
 def same(a, b) -> bool:
@@ -84,7 +90,7 @@ def _split(value: Any, depth: int, cell: types.CellType | None = None) -> tuple[
     """
     array = _data(value)
     if array is not None:
-        leaf = array if cell is None else Cell(cell)
+        leaf = Cell(cell) if cell is not None else value if isinstance(value, jax.Array) else array
         return ("data", array.shape, array.dtype.str), [leaf], [isinstance(value, (int, float))], next
     if depth < _MAX_DEPTH and isinstance(value, types.FunctionType):
         return _split_function(value, depth + 1)

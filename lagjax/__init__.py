@@ -11,11 +11,12 @@ from importlib import metadata as _metadata
 
 from lagjax._computation import Computation, SolveError
 from lagjax._cyclic import Info, Solver, Status
+from lagjax._fixed_point import fixed_point
 from lagjax._graph import Graph
 from lagjax._program import Constraint, Constraints
 from lagjax._schedule import Block
 
-__all__ = ["Block", "Computation", "Constraint", "Constraints", "Graph", "Info", "SolveError", "Solver", "Status"]
+__all__ = ["Block", "Computation", "Constraint", "Constraints", "Graph", "Info", "SolveError", "Solver", "Status", "fixed_point"]
 
 try:
     __version__ = _metadata.version("lagjax")

@@ -77,7 +77,7 @@ def fixed_point(F: Callable, z0, *args, solver: Solver | None = None, return_inf
 
     Args:
       F: `F(z, *args) -> z`, returning a pytree of z0's structure, shapes and dtypes.
-      z0: the initial guess: a pytree of real floating arrays (any shapes, m numbers in all, m >= 1).
+      z0: the initial guess: a pytree of real floating arrays of one dtype (any shapes, m numbers in all, m >= 1).
         The result does not depend on it (its tangent is ignored) as long as Newton reaches the root.
       *args: pytrees of arrays passed to F after z; float leaves are differentiable, integer and
         boolean leaves are constants.
@@ -92,7 +92,8 @@ def fixed_point(F: Callable, z0, *args, solver: Solver | None = None, return_inf
       a failed linear solve in a derivative makes that derivative NaN.
 
     Raises:
-      TypeError: F not callable, z0 not real floating, an arg not an array, `solver` not a `Solver`.
+      TypeError: F not callable, z0 not real floating or of mixed dtypes, an arg not an array or complex,
+        `solver` not a `Solver`.
       ValueError: z0 empty, or F's output not of z0's structure, shapes and dtypes.
     """
     solver = _check_solver(solver)
@@ -103,6 +104,12 @@ def fixed_point(F: Callable, z0, *args, solver: Solver | None = None, return_inf
     z_leaves, z_tree, z_paths = _leaves(z0, "z0", _check_z0_leaf)
     if sum(math.prod(v.shape) for v in z_leaves) == 0:
         raise ValueError("`z0` must hold at least one number (the initial guess of z), got no elements.")
+    mixed = {v.dtype: path for v, path in zip(z_leaves, z_paths)}
+    if len(mixed) > 1:
+        raise TypeError(
+            f"`z0`'s leaves must share one float dtype (z is solved as one vector, to that dtype's tolerance); got "
+            f"{', '.join(f'{dtype} (z0{path})' for dtype, path in mixed.items())}. Cast them to one dtype."
+        )
     arg_leaves, arg_tree, _ = _leaves(args, "args", _check_arg_leaf)
     jaxpr, hoisted = flat_jaxpr(F, (z_tree, z_paths, z_leaves), (arg_tree, arg_leaves))
     operands = (*z_leaves, *arg_leaves, *hoisted)
@@ -213,7 +220,7 @@ def compiled(jaxpr: ClosedJaxpr, num_z: int, solver: Solver) -> Callable:
 def solve_leaves(jaxpr: ClosedJaxpr, num_z: int, solver: Solver, operands: Sequence) -> tuple[list, Info]:
     """The z leaves of the fixed point of the flat F (`jaxpr`), and the root finder's `Info`.
 
-    `operands = (*z0_leaves, *arg_leaves)`; the solve runs in the promoted dtype of the z0 leaves.
+    `operands = (*z0_leaves, *arg_leaves)`; the solve runs in the dtype of the z0 leaves.
     """
     z0, args = list(operands[:num_z]), list(operands[num_z:])
     layout = Layout(z0)
@@ -223,7 +230,7 @@ def solve_leaves(jaxpr: ClosedJaxpr, num_z: int, solver: Solver, operands: Seque
 
 
 class Layout:
-    """The z leaves as one vector u (m,) in their promoted dtype, leaf after leaf (C order), and back."""
+    """The z leaves as one vector u (m,) in their (one) dtype, leaf after leaf (C order), and back."""
 
     def __init__(self, leaves: Sequence):
         self.shapes = [tuple(v.shape) for v in leaves]

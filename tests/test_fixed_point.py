@@ -54,12 +54,13 @@ def test_cos_is_the_dottie_number():
 def test_cos_derivatives_by_hand():
     """Value, jvp, vmap of grad, hessian (forward over reverse): in one jitted function (one compile)."""
     a = jnp.asarray([1.3, 1.0, 0.5])
-    z, jvp, dz, d2z = jax.jit(
+    z, jvp, dz, d2z, dz0 = jax.jit(
         lambda a: (
             jax.vmap(cos_root)(a),
             jax.jvp(cos_root, (a[0],), (2.0,))[1],
             jax.vmap(jax.grad(cos_root))(a),
             jax.hessian(cos_root)(a[0]),
+            jax.grad(lambda z0: fixed_point(jnp.cos, z0))(a[0]),  # z does not depend on its initial guess
         )
     )(a)
     expected = np.array([cos_derivatives(float(x)) for x in a])
@@ -67,6 +68,7 @@ def test_cos_derivatives_by_hand():
     np.testing.assert_allclose(jvp, 2 * expected[0, 1], rtol=1e-10)
     np.testing.assert_allclose(dz, expected[:, 1], rtol=1e-10)
     np.testing.assert_allclose(d2z, expected[0, 2], rtol=1e-9)
+    assert dz0 == 0
     # at a = 1 the Dottie number, and dz/da = −z sin z / (1 + sin z)
     np.testing.assert_allclose(z[1], DOTTIE, rtol=1e-15)
     np.testing.assert_allclose(dz[1], -DOTTIE * np.sin(DOTTIE) / (1 + np.sin(DOTTIE)), rtol=1e-10)
@@ -235,7 +237,7 @@ def test_network_matrix_free(rng):
 @pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["grad", "grad-jvp-hessian"])
 def test_gradient_wrt_some_args_only(full, rng):
     """Args without a tangent are never differentiated: a function of them that refuses to be
-    differentiated does not stop a gradient, a jvp or a Hessian w.r.t. the others."""
+    differentiated does not stop a gradient, a jvp, a Hessian or reverse over forward w.r.t. the others."""
 
     @jax.custom_jvp
     def frozen(u):
@@ -259,6 +261,8 @@ def test_gradient_wrt_some_args_only(full, rng):
             jax.grad(lambda W: loss({**p, "W": W}, x))(p["W"]),
             jax.jvp(lambda x: solve(p, x), (x,), (jnp.ones(D_NET),))[1],
             jax.hessian(lambda b: loss({**p, "b": b}, x))(p["b"]),
+            # reverse over forward w.r.t. b only
+            jax.grad(lambda b: jnp.sum(jax.jvp(lambda x: solve({**p, "b": b}, x), (x,), (jnp.ones(D_NET),))[1] ** 2))(p["b"]),
         )
 
     for got, expected in zip(jax.jit(lambda p, x: some(solve, p, x))(p, x), some(unrolled, p, x)):
@@ -356,8 +360,9 @@ def test_failures_give_nan_and_status():
         (lambda z: jnp.round(z).astype(jnp.int32), jnp.ones(2), (), ValueError, r"F returned int32"),
         (lambda z, s: z, jnp.ones(2), ("text",), TypeError, r"`args\[0\]` must be an array"),
         (lambda z, c: z, jnp.ones(2), (jnp.ones(2, jnp.complex64),), TypeError, r"`args\[0\]` is complex"),
+        (lambda z: z, {"a": jnp.ones(2), "b": jnp.ones(2, jnp.float32)}, (), TypeError, r"share one float dtype .*; got float64 \(z0\['a'\]\), float32 \(z0\['b'\]\)"),
     ],
-    ids=["int z0", "complex z0", "int leaf", "empty z0", "no leaves", "F not callable", "F structure", "F shape", "F dtype", "F int", "str arg", "complex arg"],
+    ids=["int z0", "complex z0", "int leaf", "empty z0", "no leaves", "F not callable", "F structure", "F shape", "F dtype", "F int", "str arg", "complex arg", "mixed dtypes"],
 )  # fmt: skip
 def test_bad_input(F, z0, args, error, match):
     with pytest.raises(error, match=match):

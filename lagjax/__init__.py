@@ -15,8 +15,9 @@ from lagjax._fixed_point import fixed_point
 from lagjax._graph import Graph
 from lagjax._program import Constraint, Constraints
 from lagjax._schedule import Block
+from lagjax._trace import Traced, trace
 
-__all__ = ["Block", "Computation", "Constraint", "Constraints", "Graph", "Info", "SolveError", "Solver", "Status", "fixed_point"]
+__all__ = ["Block", "Computation", "Constraint", "Constraints", "Graph", "Info", "SolveError", "Solver", "Status", "Traced", "fixed_point", "trace"]
 
 try:
     __version__ = _metadata.version("lagjax")

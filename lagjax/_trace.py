@@ -52,7 +52,9 @@ time stays flat in K.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import inspect
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -105,10 +107,24 @@ def trace(fn: Callable, *example_args, **example_kwargs) -> Traced:
         closed, out_shape = jax.make_jaxpr(arguments.flat(fn), return_shape=True)(*arguments.example)
     arguments.check_output(out_shape)
     converter = Converter(arguments)
-    (out,) = converter.walk(closed.jaxpr, closed.consts, list(arguments.names))
-    objective = converter.objective(out)
-    program, solver = converter.program(objective)
+    with _no_collection():
+        (out,) = converter.walk(closed.jaxpr, closed.consts, list(arguments.names))
+        objective = converter.objective(out)
+        program, solver = converter.program(objective)
     return Traced(program, objective, arguments, converter.sources, solver)
+
+
+@contextlib.contextmanager
+def _no_collection():
+    """Python's cyclic garbage collector paused: the conversion makes a few objects per equation, and
+    the collections they trigger walk the whole jaxpr each time (a third of the time at 10⁵ equations)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Traced(Computation):
@@ -405,10 +421,12 @@ def _hashable(value) -> Hashable:
 def params_key(primitive, params: dict) -> Hashable:
     """A primitive's parameters as a key: equal for parameters that run the same code.
 
-    A `custom_jvp` / `custom_vjp` call carries objects made afresh at each call (its primal jaxpr, its
+    Parameters holding jaxprs (`scan`, `cond`, ...) are keyed by the jaxprs' structure (`jaxpr_key`). A
+    `custom_jvp` / `custom_vjp` call carries objects made afresh at each call (its primal jaxpr, its
     rules wrapped): it is keyed by its primal jaxpr's structure and source and its rules' sources.
+    Other parameters are hashable as they are; any that is not is keyed by identity.
     """
-    if primitive is P.custom_jvp_call_p:
+    if primitive is _CUSTOM_JVP:
         return (
             "custom_jvp",
             jaxpr_key(params["call_jaxpr"]),
@@ -416,15 +434,17 @@ def params_key(primitive, params: dict) -> Hashable:
             params["num_consts"],
             params["symbolic_zeros"],
         )
-    if primitive is P.custom_vjp_call_p:
+    if primitive is _CUSTOM_VJP:
         rules = (_source_of(params["fwd_jaxpr_thunk"]), _source_of(params["bwd"]))
         return ("custom_vjp", jaxpr_key(params["call_jaxpr"]), rules, params["num_consts"], params["symbolic_zeros"])
     key = tuple(params.items())
-    try:
-        hash(key)
-    except TypeError:
-        return tuple((k, _hashable(v)) for k, v in params.items())
-    return tuple((k, jaxpr_key(v)) if isinstance(v, (ClosedJaxpr, Jaxpr)) else (k, v) for k, v in key)
+    return _hashable(key) if primitive in _WITH_JAXPRS else key
+
+
+_CUSTOM_JVP, _CUSTOM_VJP, _FIXED_POINT = P.custom_jvp_call_p, P.custom_vjp_call_p, _fixed_point.fixed_point_p
+_WITH_JAXPRS = {P.scan_p, P.while_p, P.cond_p, P.linear_solve_p, P.custom_lin_p}
+_ARG_REFS = tuple((ARG, k) for k in range(256))
+_DATA_REFS = tuple((DATA, k) for k in range(256))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -480,21 +500,32 @@ class Converter:
             if isinstance(inner, ClosedJaxpr):
                 return self.walk(inner.jaxpr, inner.consts, ins)
             return self.walk(inner, [], ins)
-        if not any(isinstance(e, (str, Fused)) for e in ins):
+        depends = fused = False
+        for e in ins:
+            kind = type(e)
+            if kind is str:
+                depends = True
+            elif kind is Fused:
+                depends = fused = True
+        if not depends:
             return self.fold(eqn, ins)
         if eqn.effects:
             self.refuse(
                 eqn, "it has side effects (a print or a callback), which a constraint, evaluated many times and in any order, cannot keep."
             )
-        if primitive is _fixed_point.fixed_point_p:
+        if primitive is _FIXED_POINT:
             return self.fixed_point(eqn, ins)
+        if not primitive.multiple_results:
+            aval = eqn.outvars[0].aval
+            if self._float.get(aval.dtype) or self.is_float(aval.dtype):
+                return [self.constraint(eqn, ins, None, aval) if fused or len(ins) > 255 else self.simple(eqn, ins, None, aval)]
         outs = []
         for j, v in enumerate(eqn.outvars):
             index = j if primitive.multiple_results else None
             if isinstance(v, DropVar):
                 outs.append(None)
             elif self.is_float(v.aval.dtype):
-                outs.append(self.constraint(eqn, ins, index, v.aval))
+                outs.append(self.constraint(eqn, ins, index, v.aval) if fused or len(ins) > 255 else self.simple(eqn, ins, index, v.aval))
             elif jnp.issubdtype(v.aval.dtype, jnp.complexfloating):
                 self.refuse(eqn, f"its result is complex ({v.aval.dtype}); lagjax's variables are real floats.")
             else:
@@ -526,13 +557,50 @@ class Converter:
         steps.append((eqn, refs, index, None if apply is None else apply[1]))
         arg_dtypes = tuple(self.dtypes[a] for a in args)
         key = (tuple(keys), arg_dtypes)
-        program = self.programs.get(key)
+        try:
+            program = self.programs.get(key)
+        except TypeError:  # a parameter that is not hashable: keyed by identity
+            key = _hashable(key)
+            program = self.programs.get(key)
         if program is None:
             program = self.programs[key] = self.new_program(steps, arg_dtypes, args, data)
         name = name or self.name(eqn.primitive.name)
         self.dtypes[name], self.shapes[name] = aval.dtype, tuple(aval.shape)
         self.sources[name] = eqn.source_info
         self.records.append((name, program, tuple(args), tuple(data), tuple(aval.shape), None))
+        return name
+
+    def simple(self, eqn, ins: list, index: int | None, aval) -> str:
+        """`constraint`, for an equation with no integer operand to fuse (most of them, fast)."""
+        args, data, refs = [], [], []
+        for e in ins:
+            if type(e) is str:
+                if e in args:
+                    refs.append(_ARG_REFS[args.index(e)])
+                else:
+                    refs.append(_ARG_REFS[len(args)])
+                    args.append(e)
+            else:
+                refs.append(_DATA_REFS[len(data)])
+                data.append(e)
+        primitive = eqn.primitive
+        arg_dtypes = tuple(map(self.dtypes.__getitem__, args))
+        key = (primitive, params_key(primitive, eqn.params), tuple(refs), index, arg_dtypes)
+        try:
+            program = self.programs.get(key)
+        except TypeError:  # a parameter that is not hashable: keyed by identity
+            key = (primitive, _hashable(key[1]), *key[2:])
+            program = self.programs.get(key)
+        if program is None:
+            program = self.programs[key] = self.new_program([(eqn, tuple(refs), index, None)], arg_dtypes, args, data)
+        self.count += 1
+        name = f"{primitive.name}_{self.count}"
+        if name in self.reserved:
+            name = self.name(primitive.name)
+        shape = aval.shape
+        self.dtypes[name], self.shapes[name] = aval.dtype, shape
+        self.sources[name] = eqn.source_info
+        self.records.append((name, program, tuple(args), tuple(data), shape, None))
         return name
 
     def operands(self, ins: list, args: list, data: list, steps: list, keys: list, fused: dict | None = None) -> tuple:
@@ -573,7 +641,7 @@ class Converter:
 
     def check_differentiable(self, program: Program, eqn, arg_avals: list, data: list) -> None:
         """`jax.vjp` of the program, traced abstractly: what lagjax's multiplier sweep runs."""
-        probes = [jax.ShapeDtypeStruct(np.shape(d), np.result_type(d)) for d in data]
+        probes = [jax.ShapeDtypeStruct(np.shape(d), d.dtype) for d in data]
 
         def pullback(*values):
             out, vjp = jax.vjp(lambda *a: program(*a, *values[len(arg_avals) :]), *values[: len(arg_avals)])

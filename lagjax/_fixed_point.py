@@ -41,6 +41,11 @@ cyclic constraint of the program:
   path. The primitive's impl and its lowering evaluate that path (so `jax.core.eval_jaxpr` of a traced
   jaxpr, jitted or not, gives the fixed point), and its JVP and batching rules are the path's own (so a
   `jax.grad` or `jax.vmap` inside the traced function still works, as ordinary JAX code).
+- `jax.make_jaxpr` (and `jax.jit`) cache traces by function identity, whatever the context (jax 0.10):
+  `trace` must call `make_jaxpr` on a fresh wrapper (`lambda *a: fn(*a)`) inside `tracing()`. A function
+  the user jitted and called before, outside it, keeps its cached jaxpr: its fixed points stay the
+  `custom_jvp` path there (right, but not a cyclic constraint). Conversely, a trace cached while tracing
+  holds the primitive, which evaluates, differentiates and batches like the ordinary path.
 """
 
 from __future__ import annotations

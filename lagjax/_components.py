@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lagjax import _records
+
 
 def strongly_connected(num_nodes: int, indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """The strongly connected components of a graph, dependencies first.
@@ -147,35 +149,71 @@ def levels(d: int, constraints) -> np.ndarray:
     `1 + max(level of its arguments)` for a constraint, -1 for a variable on a cycle or downstream
     of one (it has no level of the acyclic sweep).
 
-    `constraints` are records with `args` (resolved argument indices), variable i = d + position,
-    in any order. Kahn's algorithm: a variable is levelled once all its arguments are, each edge
-    visited once (plain Python lists: a million constraints in about a second).
+    `constraints` are records with `args` (resolved argument indices) and `group`, variable
+    i = d + position, in any order, or their `_records.Records`. Kahn's algorithm by rounds: round r
+    levels every variable whose last argument got level r - 1, a few NumPy operations over the edges
+    out of round r - 1 (`_level_rounds`); once a round has few edges (a chain), plain Python lists
+    take over, one variable at a time (`_level_one_by_one`).
     """
-    n = d + len(constraints)
-    args = [c.args for c in constraints]
-    arity = np.fromiter(map(len, args), np.int64, len(args))
-    flat = np.fromiter((a for row in args for a in row), np.int64, int(arity.sum()))
-    consumer = np.repeat(np.arange(d, n, dtype=np.int64), arity)
-    order = np.argsort(flat, kind="stable")  # consumers of each variable, CSR
-    ptr = np.searchsorted(flat[order], np.arange(n + 1)).tolist()
-    consumers = consumer[order].tolist()
-    waiting = [0] * d + arity.tolist()  # arguments not yet levelled (with multiplicity)
-    level = [0] * n
-    ready = list(range(d)) + [v for v in range(d, n) if waiting[v] == 0]
+    t = _records.table(constraints)
+    n = d + t.arity.size
+    rows, positions = np.nonzero(t.args >= 0)
+    flat = t.args[rows, positions]
+    order = np.argsort(flat, kind="stable")  # the consumers of each variable, CSR
+    ptr = np.searchsorted(flat[order], np.arange(n + 1))
+    consumers = d + rows[order]
+    waiting = np.concatenate([np.zeros(d, np.int64), t.arity])  # arguments not yet levelled (with multiplicity)
+    level = np.full(n, -1, np.int64)
+    frontier = np.concatenate([np.arange(d), d + np.flatnonzero(t.arity == 0)])
+    level[frontier] = 0
+    frontier = _level_rounds(frontier, level, waiting, ptr, consumers)
+    if frontier.size:
+        _level_one_by_one(frontier, level, waiting, ptr, consumers)
+    return level
+
+
+# Below this many edges out of a round, a round of NumPy operations (some 50 µs) costs more than
+# levelling its variables one by one in Python (some 0.3 µs an edge).
+_ROUND_MIN_EDGES = 256
+
+
+def _level_rounds(frontier, level, waiting, ptr, consumers) -> np.ndarray:
+    """Kahn's algorithm a round at a time from `frontier` (variables of one level whose consumers are
+    not yet visited), in place; returns the frontier at which a round would have too few edges."""
+    while frontier.size:
+        starts, counts = ptr[frontier], ptr[frontier + 1] - ptr[frontier]
+        total = int(counts.sum())
+        if total < _ROUND_MIN_EDGES:
+            return frontier
+        edge = np.arange(total) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
+        hit, times = np.unique(consumers[edge], return_counts=True)
+        waiting[hit] -= times
+        ready = hit[waiting[hit] == 0]
+        level[ready] = level[frontier[0]] + 1
+        frontier = ready
+    return frontier
+
+
+def _level_one_by_one(frontier, level, waiting, ptr, consumers) -> None:
+    """Kahn's algorithm one variable at a time (Python lists), from `frontier`, in place; variables
+    left unlevelled keep -1 (on a cycle or after one)."""
+    ptr, consumers = ptr.tolist(), consumers.tolist()
+    done = level >= 0
+    levels, wait = np.maximum(level, 0).tolist(), waiting.tolist()
+    ready = frontier.tolist()
+    first_new = len(ready)
     for v in ready:  # `ready` grows as variables are levelled
-        next_level = level[v] + 1
+        next_level = levels[v] + 1
         for c in consumers[ptr[v] : ptr[v + 1]]:
-            if level[c] < next_level:
-                level[c] = next_level
-            waiting[c] -= 1
-            if waiting[c] == 0:
+            if levels[c] < next_level:
+                levels[c] = next_level
+            wait[c] -= 1
+            if wait[c] == 0:
                 ready.append(c)
-    result = np.asarray(level, np.int64)
-    if len(ready) < n:  # the rest lies on a cycle or after one
-        done = np.zeros(n, bool)
-        done[np.asarray(ready, np.int64)] = True
-        result[~done] = -1
-    return result
+    result = np.asarray(levels, np.int64)
+    done[np.asarray(ready[first_new:], np.int64)] = True
+    result[~done] = -1
+    level[:] = result
 
 
 def condensation(d: int, constraints) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -188,26 +226,27 @@ def condensation(d: int, constraints) -> tuple[np.ndarray, list[np.ndarray]]:
     the sorted variable indices of one strongly connected component with a cycle, dependencies first.
 
     The acyclic part is levelled by Kahn's algorithm (`levels`); Tarjan's algorithm runs only on
-    what remains (the cycles and what depends on them).
+    what remains (the cycles and what depends on them). `constraints`: as for `levels`.
     """
     level = levels(d, constraints)
     rest = np.flatnonzero(level < 0)
     if rest.size == 0:
         return level, []
+    t = _records.table(constraints)
     local = np.full(level.size, -1, np.int64)
     local[rest] = np.arange(rest.size)
-    args = [constraints[v - d].args for v in rest.tolist()]
-    inside = [[local[a] for a in row if local[a] >= 0] for row in args]
-    counts = np.array([0] + [len(row) for row in inside], np.int64)
-    indptr = np.cumsum(counts)
-    indices = np.fromiter((a for row in inside for a in row), np.int64, int(indptr[-1]))
+    args = t.args[rest - d]
+    inside = np.where(args >= 0, local[np.maximum(args, 0)], -1)
+    indptr = np.concatenate([[0], np.cumsum(np.sum(inside >= 0, axis=1))])
+    indices = inside[inside >= 0]  # row-major: each node's successors in order
     _, components = strongly_connected(rest.size, indptr, indices)
     blocks = []
     values = level.tolist()
+    rows = args.tolist()
     for component in components:
         nodes = rest[component]
         members = set(nodes.tolist())
-        external = [values[a] for v in nodes.tolist() for a in constraints[v - d].args if a not in members]
+        external = [values[a] for j in component.tolist() for a in rows[j] if a >= 0 and a not in members]
         node_level = 1 + max(external, default=0)
         for v in nodes.tolist():
             values[v] = node_level

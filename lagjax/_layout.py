@@ -20,18 +20,39 @@ from jax import lax
 class Layout:
     """Names and shapes of the variables (inputs first), and the flat vector they make.
 
-    Attributes: `names`, `shapes` (dict by name), `input_names`, `offsets` (shape `(n + 1,)`, the
-    start of each variable in the flat vector, and its end), `size` (the flat length N).
+    Attributes: `names`, `shapes` (a mapping by name), `input_names`, `offsets` (shape `(n + 1,)`, the
+    start of each variable in the flat vector, and its end), `size` (the flat length N), `index` (a
+    dict: name -> variable). `shapes` and `index` are made when first read: at a million variables
+    each is a dict of 0.3 s, and a program of scalars read by vectors never needs them.
     """
 
     def __init__(self, names: Sequence[Hashable], shapes: Sequence[tuple[int, ...]], d: int):
         self.names = list(names)
-        self.shapes = dict(zip(self.names, shapes))
+        self._shape_list = list(shapes)
+        self.shapes = Shapes(self)
         self.input_names = self.names[:d]
-        sizes = np.fromiter(map(math.prod, shapes), np.int64, len(self.names))
+        n = len(self.names)
+        if self._shape_list.count(()) == n:  # scalars: an identity test each (`()` is one object)
+            sizes = np.ones(n, np.int64)
+        else:
+            sizes = np.fromiter(map(math.prod, self._shape_list), np.int64, n)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.size = int(self.offsets[-1])
-        self.index = dict(zip(self.names, range(len(self.names))))
+
+    @functools.cached_property
+    def index(self) -> dict:
+        """name -> variable index."""
+        return dict(zip(self.names, range(len(self.names))))
+
+    @functools.cached_property
+    def input_index(self) -> dict:
+        """input name -> input index (the inputs' part of `index`, without making all of it)."""
+        return dict(zip(self.input_names, range(len(self.input_names))))
+
+    @functools.cached_property
+    def shape_of(self) -> dict:
+        """name -> shape, a dict (what `shapes` reads)."""
+        return dict(zip(self.names, self._shape_list))
 
     def slice(self, name: Hashable) -> slice:
         """Where variable `name` sits in the flat vector."""
@@ -112,6 +133,25 @@ def promote(tree):
     return jax.tree.map(lambda v: jnp.asarray(v, dtype), tree)
 
 
+class Shapes(Mapping):
+    """The shapes of a `Layout`'s variables by name, read-only; the dict behind it is made when first read."""
+
+    def __init__(self, layout: Layout):
+        self._layout = layout
+
+    def __getitem__(self, name):
+        return self._layout.shape_of[name]
+
+    def __iter__(self):
+        return iter(self._layout.names)
+
+    def __len__(self) -> int:
+        return len(self._layout.names)
+
+    def __repr__(self) -> str:
+        return repr(self._layout.shape_of)
+
+
 class Variables(Mapping):
     """The variables of buffers as a read-only mapping by name, each read when it is looked up: an
     objective that reads a few of many variables traces a few slices, not one per variable."""
@@ -120,7 +160,7 @@ class Variables(Mapping):
         self._storage, self._buffers = storage, buffers
 
     def __getitem__(self, name):
-        v = self._storage._index[name]
+        v = self._storage.layout.index[name]
         s = self._storage.schedule
         return self._buffers[int(s.var_class[v])][int(s.var_row[v])]
 
@@ -141,7 +181,6 @@ class Storage:
     def __init__(self, layout: Layout, schedule):
         self.layout, self.schedule = layout, schedule
         self.rows = [np.asarray(schedule.var_row[v], np.int32) for v in schedule.class_vars]
-        self._index = layout.index
         self._groups: dict = {}
         d = schedule.d
         self.input_classes = [
@@ -174,7 +213,8 @@ class Storage:
         key = tuple(names)
         cached = self._groups.get(key)
         if cached is None:
-            s, index = self.schedule, self._index
+            s = self.schedule
+            index = self.layout.input_index if names is self.layout.input_names else self.layout.index
             by_class: dict = {}
             for name in names:
                 v = index[name]

@@ -20,44 +20,18 @@ takes and returns dicts keyed by variable name.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from lagjax import _components, _grouping, _signature
+from lagjax import _bulk, _components, _grouping, _records, _signature
+from lagjax._records import Constraint
 
-
-class Constraint(NamedTuple):
-    """One constraint `z[i] = f(z[args])`: its penalty is `f(z[args]) - z[i]`.
-
-    Attributes:
-      name: the variable it defines (the left-hand side).
-      i: that variable's index.
-      f: maps the 1-D vector `z[args]` (shape `(k,)`) to a scalar (shape `()` or `(1,)`).
-      args: indices of the right-hand side, in order (repeats allowed), length k >= 1.
-      arg_names: their names.
-      df: optional, maps `z[args]` to the k partials `∂f/∂z[args]` (shape `(k,)`);
-        `None` means the partials come from `jax.grad(f)`.
-      group: the number of its group in `Constraints.groups`: constraints running the same code.
-      data: what `f` and `df` capture, as arrays (see `lagjax._grouping`).
-      positional: True for an array constraint (`Constraints.add`): `f` takes the k argument
-        values positionally, `f(*z[args])`, and returns an array of the variable's shape.
-    """
-
-    name: Hashable
-    i: int
-    f: Callable
-    args: tuple[int, ...]
-    arg_names: tuple[Hashable, ...]
-    df: Callable | None = None
-    group: int = 0
-    data: tuple = ()
-    positional: bool = False
-
-    def __str__(self) -> str:
-        fname = getattr(self.f, "__name__", type(self.f).__name__)
-        return f"{self.name} = {fname}({', '.join(map(str, self.arg_names))})"
+__all__ = ["Constraint", "Constraints"]
 
 
 class Constraints:
@@ -79,7 +53,9 @@ class Constraints:
         self._index: dict[Hashable, int] = {}
         self._names: list[Hashable] = []
         self._shapes: list[tuple[int, ...]] = []  # one per variable
-        self._constraints: list[Constraint] = []
+        self._tail: list[Constraint] = []  # the records added since the last bulk chunk
+        self._parts: list = [self._tail]  # runs of records and `_records.Bulk` chunks, in order
+        self._part_starts: list[int] = [0]  # the position of each part's first constraint
         self.structured: bool = structured  # dicts in and out; set by a dict of inputs or by `add`
         for name in inputs:
             if structured:
@@ -99,6 +75,9 @@ class Constraints:
         self._seen: dict[tuple, tuple[int, tuple]] = {}  # (id(f), id(df), k) -> (group, data); records keep f, df alive
         self._pending: dict[Hashable, list[int]] = {}  # a name read before its definition -> the constraints reading it
         self._deferred: list[int] = []  # array constraints whose shape waits for their arguments' (forward references)
+        self._forward_chunks: list[_records.Bulk] = []  # chunks reading variables defined after them (or their own)
+        self._bulk_checked: dict[tuple, Callable] = {}  # (id(f), k, data signature) -> f, checked by `add_constraints`
+        self._level_cache = np.zeros(0, np.int64)  # `_level` as an array, as far as `_level_array` brought it
         self._resolved: tuple | None = None  # `resolved()`'s result, while no constraint is added
         self._resolved_levels: tuple | None = None  # (that result, its levels)
         self.init: dict[Hashable, Any] = {}  # initial guesses of variables on cycles, by name
@@ -122,6 +101,8 @@ class Constraints:
     @property
     def shapes(self) -> dict[Hashable, tuple[int, ...]]:
         """The shape of every variable, by name (`()` for a scalar)."""
+        if not self.structured:  # scalars only; `_index` holds the names in index order, and their hashes
+            return dict.fromkeys(self._index, ())
         return dict(zip(self._names, self._shapes))
 
     def index(self, name: Hashable) -> int:
@@ -142,7 +123,7 @@ class Constraints:
         For a program with forward references, levels are computed from the resolved arguments
         (`resolved` first); a variable on a cycle has no level, and gets -1.
         """
-        if not self._pending:
+        if not self._forward():
             return np.asarray(self._level, np.int64)
         resolved = self.resolved()
         if self._resolved_levels is None or self._resolved_levels[0] is not resolved:
@@ -150,17 +131,44 @@ class Constraints:
         return self._resolved_levels[1]
 
     def __len__(self) -> int:
-        return len(self._constraints)
+        return len(self._names) - len(self.inputs)
 
     def __iter__(self):
-        return iter(self._constraints)
+        return itertools.chain.from_iterable(p.records(self._names) if isinstance(p, _records.Bulk) else p for p in self._parts)
 
     def __getitem__(self, c: int) -> Constraint:
-        return self._constraints[c]
+        if len(self._parts) == 1:
+            return self._tail[c]
+        if isinstance(c, slice):
+            return [self[j] for j in range(*c.indices(len(self)))]
+        c = operator.index(c)
+        if not -len(self) <= c < len(self):
+            raise IndexError(f"constraint {c} out of range: the program has {len(self)} constraints.")
+        part, r = self._locate(c % len(self))
+        return part.records(self._names)[r] if isinstance(part, _records.Bulk) else part[r]
+
+    def _locate(self, c: int) -> tuple[Any, int]:
+        """The part holding constraint c (a list of records or a chunk), and c's position in it."""
+        p = bisect.bisect_right(self._part_starts, c) - 1
+        return self._parts[p], c - self._part_starts[p]
+
+    def _set(self, c: int, record: Constraint) -> None:
+        """Replace the record of constraint c (one added by `add_constraint` or `add`)."""
+        part, r = self._locate(c)
+        part[r] = record
+
+    def _records(self) -> _records.Records:
+        """The constraints as they stand, a snapshot (`_records.Records`)."""
+        return _records.Records([tuple(p) if isinstance(p, list) else p for p in self._parts], self._names)
+
+    def _forward(self) -> bool:
+        """Whether some constraint reads a variable defined after it (or itself): the levels kept
+        while building are then not the program's (`resolved`, `condensation`)."""
+        return bool(self._pending) or bool(self._forward_chunks)
 
     def __repr__(self) -> str:
         lines = [f"Constraints(inputs={[self._names[i] for i in self.inputs]!r})"]
-        lines += [f"  {c}" for c in self._constraints]
+        lines += [f"  {c}" for c in self]
         return "\n".join(lines)
 
     def _define(self, name: Hashable) -> int:
@@ -232,8 +240,146 @@ class Constraints:
         self._names.append(lhs)
         self._shapes.append(())
         constraint = Constraint(lhs, i, f, args, tuple(rhs), df, group, data)
-        self._constraints.append(constraint)
+        self._tail.append(constraint)
         return constraint
+
+    def add_constraints(self, lhs: Sequence[Hashable], f: Callable, rhs: Any, *, data: Any = None) -> np.ndarray:
+        """Define m new scalar variables at once, `lhs[r] = f(values of rhs[r], *data[r])` for r < m.
+
+        The bulk form of `add_constraint`, for programs made by code: one call for m constraints of
+        one function, its arguments a table. The m constraints form one group (the same code, their
+        data stacked): `f` is checked once, on row 0's shapes, and everything else as arrays, so a
+        million constraints take a fraction of a second.
+
+        Args:
+          lhs: the m names of the new variables (a list, a tuple or any sequence of hashables);
+            none defined before (nor an input), none repeated.
+          f: a JAX-traceable function `f(v, *data_r)` of the 1-D vector of a constraint's k argument
+            values (shape `(k,)`) followed by its row of each data array (shapes `data[j].shape[1:]`),
+            returning a scalar (shape `()` or `(1,)`). Without data, `f(v)`: as `add_constraint`'s `f`.
+          rhs: the arguments, either as a table of variable indices, an integer array (NumPy or JAX)
+            of shape `(m, k)`, `rhs[r, p]` the index of argument p of constraint r (inputs first, then
+            one variable per constraint in the order added: `C.index(name)`, or what earlier calls
+            returned); or as m sequences of k names. The table is the fast form. An index of this
+            call's own variables (from `n` up) or of variables added later, or a name defined later,
+            is a forward reference (a cycle where it leads back): checked when the program is
+            resolved (`Computation(...)`), where an index past the program's variables is an error.
+          data: per-constraint data: None, one array, or a tuple/list of arrays, each with a leading
+            axis of m (row r goes to constraint r), of real numbers. Float data take the dtype of the
+            arguments, as Python numbers captured by `f` do; integers stay integers.
+
+        Returns:
+          The indices of the new variables, shape `(m,)` int64: `n, n + 1, ..., n + m - 1`, for the
+          tables of later calls.
+
+        Raises:
+          ValueError: naming the offending rows ("rows 3, 17 (and 5 more) of `lhs` ..."): lengths of
+            `lhs`, `rhs` and `data` that differ, a name of `lhs` repeated, already defined or an input,
+            rows of names of different lengths, negative indices, `f` returning a non-scalar on row
+            0, array arguments (in a structured program, a scalar constraint reads scalars).
+          TypeError: an `f` that is not callable or fails to trace on row 0's shapes (the original
+            error shown beneath), unhashable names, an `rhs` table of non-integers, data that are not
+            real numbers, non-string names in a structured program.
+        """
+        if not callable(f):
+            raise TypeError(f"`f` of add_constraints must be callable, got {f!r}.")
+        names = _bulk.lhs_names(lhs)
+        m = len(names)
+        columns = _bulk.data_columns(data, m)
+        table = _bulk.index_table(rhs, m) if _bulk.is_index_table(rhs) else None
+        flat, k = _bulk.name_rows(rhs, m) if table is None else (None, table.shape[1])
+        if m == 0:
+            return np.zeros(0, np.int64)
+        if self.structured:
+            _bulk.check_strings(names)
+        checked = (id(f), k, _bulk.signature(columns))
+        if self._bulk_checked.get(checked) is not f:  # each function once per arity and data shapes
+            _bulk.check_function(f, k, columns, names[0])
+            self._bulk_checked[checked] = f
+        n, index = len(self._names), self._index
+        try:
+            index.update(zip(names, range(n, n + m)))
+            clash = len(index) != n + m
+        except TypeError:
+            clash = True
+        if clash:  # as it was, then say which rows
+            self._index = dict(zip(self._names, range(n)))
+            raise _bulk.lhs_error(names, self._index, self.d, lambda i: str(self[i - self.d]))
+        try:  # the names are the program's now: taken back if anything fails
+            args, missing = (table, (np.zeros(0, np.int64), [])) if table is not None else self._name_table(flat, k, n)
+            if self.structured:
+                self._check_scalar_table(args, names)
+            group, leaves = self._bulk_group(f, k, columns, names[0])
+        except Exception:
+            for name in names:
+                del index[name]
+            raise
+        start = len(self)
+        chunk = _records.Bulk(start, self.d, names, f, args, group, leaves, columns, missing)
+        for p, name in zip(missing[0].tolist(), missing[1]):
+            self._pending.setdefault(name, []).append(start + p // k)
+        forward = bool(missing[0].size) or int(args.max()) >= n
+        if forward:
+            self._forward_chunks.append(chunk)
+        elif not self._forward():  # the levels kept while building: 1 + max over the arguments
+            level = 1 + self._level_array()[args].max(axis=1)
+            self._level_cache = np.concatenate([self._level_cache, level])
+            self._level.extend(level.tolist())
+        if len(self._level) < n + m:  # not read while forward references stand
+            self._level.extend([0] * (n + m - len(self._level)))
+        self._names.extend(names)
+        self._shapes.extend([()] * m)
+        self._parts.append(chunk)
+        self._part_starts.append(start)
+        self._tail = []
+        self._parts.append(self._tail)
+        self._part_starts.append(start + m)
+        return np.arange(n, n + m, dtype=np.int64)
+
+    def _level_array(self) -> np.ndarray:
+        """`_level` as an array (`(n,)`), kept beside the list and brought up to date by its new part."""
+        cache = self._level_cache
+        if cache.size < len(self._level):
+            cache = self._level_cache = np.concatenate([cache, np.asarray(self._level[cache.size :], np.int64)])
+        return cache
+
+    def _name_table(self, flat: list, k: int, n: int) -> tuple[np.ndarray, tuple]:
+        """Rows of names (flattened) as an `(m, k)` table of indices, and `(positions, names)` of
+        those not defined yet (-1 in the table: forward references)."""
+        try:
+            found = np.fromiter(map(self._index.get, flat, itertools.repeat(-1)), np.int64, len(flat))
+        except TypeError:
+            raise TypeError(_bulk.unhashable_rows(flat, k)) from None
+        positions = np.flatnonzero(found < 0)
+        return found.reshape(-1, k), (positions, [flat[p] for p in positions.tolist()])
+
+    def _check_scalar_table(self, args: np.ndarray, names: list) -> None:
+        """In a structured program, a scalar constraint reads scalar variables only."""
+        shapes = self._shapes
+        read = np.unique(args[(args >= 0) & (args < len(shapes))])
+        arrays = [a for a in read.tolist() if shapes[a] not in ((), None)]
+        if arrays:
+            bad = np.flatnonzero(np.any(np.isin(args, arrays), axis=1))
+            name = self._names[arrays[0]]
+            raise ValueError(
+                f"{_bulk.rows(bad).capitalize()} of `rhs` read array variables ({name!r} has shape {shapes[arrays[0]]}), but "
+                f"`add_constraints` defines scalar variables from scalar variables (row {bad[0]}: {names[bad[0]]!r}). For "
+                f"array arguments use `add(lhs, f, rhs)`, whose `f` takes the arguments positionally."
+            )
+
+    def _bulk_group(self, f: Callable, k: int, columns: tuple, lhs: Hashable) -> tuple[int, tuple]:
+        """The group of `add_constraints`' `f` at arity `k` with data `columns`, and what `f` itself
+        captures; without data, the group `add_constraint` gives `f` (they share it)."""
+        if not columns:
+            return self._group(f, None, k, lhs)
+        signature = _bulk.signature(columns)
+        f_split = self._split(f, ("data", k, signature), lambda split: _bulk.liftable(split, k, columns))
+        key = ("data", f_split.key, k, signature)
+        group = self._group_of.get(key)
+        if group is None:
+            group = self._group_of[key] = len(self._groups)
+            self._groups.append(_grouping.Group(_bulk.with_data(f_split, columns), None, k, f))
+        return group, f_split.leaves
 
     def add(self, lhs: str, f: Callable, rhs: Sequence[str], *, shape: Sequence[int] | None = None, init: Any = None) -> Constraint:
         """Define the new array variable `lhs = f(*values of rhs)`; the program becomes structured.
@@ -280,7 +426,7 @@ class Constraints:
             out_shape = self._infer_shape(lhs, f, rhs, args, shape)
             group, data = self._group_positional(f, tuple(self._shapes[a] for a in args), out_shape)
         else:  # waits for its arguments (`resolved`)
-            self._deferred.append(len(self._constraints))
+            self._deferred.append(len(self))
             out_shape = shape
         self.structured = True
         self._level.append(1 + max(self._level[a] if 0 <= a < len(self._level) else 0 for a in args))
@@ -289,7 +435,7 @@ class Constraints:
         if init is not None:
             self.init[lhs] = init
         constraint = Constraint(lhs, i, f, args, tuple(rhs), None, group, data, True)
-        self._constraints.append(constraint)
+        self._tail.append(constraint)
         return constraint
 
     def _infer_shape(self, lhs, f, rhs, args, shape) -> tuple[int, ...]:
@@ -340,7 +486,7 @@ class Constraints:
         for what, column in (("f", fs), ("rhs", rhs), ("data", data), ("shape", shapes)):
             if len(column) != m:
                 raise ValueError(f"`add_arrays` got {m} names in `lhs` but {len(column)} entries in `{what}`; give one per constraint.")
-        index, names, level, records, group_of, var_shapes = self._index, self._names, self._level, self._constraints, self._group_of, self._shapes
+        index, names, level, records, group_of, var_shapes = self._index, self._names, self._level, self._tail, self._group_of, self._shapes
         for r in range(m):
             name, g, args_r, data_r = lhs[r], fs[r], rhs[r], tuple(data[r])
             if not isinstance(name, str):
@@ -357,14 +503,16 @@ class Constraints:
                     f"reads inputs and earlier variables only. Add constraints with forward references or cycles by `add`."
                 ) from None
             if not args:
-                raise ValueError(f"The right-hand side of {name!r} (row {r} of `add_arrays`) is empty; a constraint reads at least one variable.")
+                raise ValueError(
+                    f"The right-hand side of {name!r} (row {r} of `add_arrays`) is empty; a constraint reads at least one variable."
+                )
             arg_shapes = tuple(map(var_shapes.__getitem__, args))
             key = ("arrays", id(g), arg_shapes, tuple(map(_leaf_type, data_r)))
             group = group_of.get(key)
             if group is None:
                 group = self._array_group(key, g, args_r, arg_shapes, data_r, name)
             out_shape = self._groups[group].out_shape
-            if shapes[r] is not None and _declared_shape(name, shapes[r]) != out_shape:
+            if shapes[r] is not None and shapes[r] != out_shape and _declared_shape(name, shapes[r]) != out_shape:
                 raise ValueError(f"`f` of constraint {name!r} returns shape {out_shape}, but `shape={tuple(shapes[r])}` was asked for.")
             level.append(1 + max(map(level.__getitem__, args)))
             i = index[name] = len(names)
@@ -397,7 +545,7 @@ class Constraints:
     def condensation(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """`(level, blocks)` of the resolved program (`_components.condensation`); without forward
         references, the levels kept while building and no block."""
-        if not self._pending:
+        if not self._forward():
             return self.levels(), []
         return _components.condensation(self.d, self.resolved())
 
@@ -407,11 +555,11 @@ class Constraints:
 
         Reading a variable defined later is not a cycle by itself; the program is then ordered by its
         dependencies when it is resolved (`resolved`, called by `Computation`)."""
-        return bool(self._pending) and bool(np.any(self.levels() < 0))
+        return self._forward() and bool(np.any(self.levels() < 0))
 
     def _forward_references(self, lhs: Hashable, rhs: Sequence[Hashable]) -> tuple[int, ...]:
         """The argument indices, `-1` for a name not defined yet (resolved later), `lhs`'s own for itself."""
-        position, i = len(self._constraints), len(self._names)
+        position, i = len(self), len(self._names)
         args = []
         for name in rhs:
             if not _is_hashable(name):
@@ -426,54 +574,82 @@ class Constraints:
                 self._pending.setdefault(name, []).append(position)
         return tuple(args)
 
-    def resolved(self) -> tuple[Constraint, ...]:
-        """The constraints with every forward reference resolved and every shape known.
+    def resolved(self) -> _records.Records:
+        """The constraints with every forward reference resolved and every shape known: a sequence
+        of `Constraint` records (`_records.Records`, also readable as arrays), made once while no
+        constraint is added.
 
-        Raises ValueError naming the variables: a name never defined, a cycle of array constraints
-        none of whose shapes is given, a scalar constraint reading an array.
+        Raises ValueError naming the variables: a name never defined, an index of `add_constraints`
+        past the program's variables, a cycle of array constraints none of whose shapes is given, a
+        scalar constraint reading an array.
         """
-        if not self._pending:
-            return tuple(self._constraints)
-        if self._resolved is not None and len(self._resolved) == len(self._constraints):
+        if self._resolved is not None and len(self._resolved) == len(self):
             return self._resolved
+        if self._forward():
+            self._resolve_forward_references()
+        self._resolved = self._records()
+        return self._resolved
+
+    def _resolve_forward_references(self) -> None:
         undefined = {name: users for name, users in self._pending.items() if name not in self._index}
         if undefined:
-            lines = [f"{name!r} (read by {', '.join(repr(self._constraints[c].name) for c in users)})" for name, users in undefined.items()]
+            lines = [f"{name!r} (read by {_some(self._name_of(c) for c in users)})" for name, users in undefined.items()]
             raise ValueError(
                 f"Variables read but never defined: {'; '.join(lines)}. Define each by a constraint "
                 f"(or declare it as an input) before building the Computation."
             )
-        index, records = self._index, self._constraints
+        n = len(self._names)
+        for chunk in self._forward_chunks:
+            past = np.flatnonzero(np.any(chunk.args >= n, axis=1))
+            if past.size:
+                r = int(past[0])
+                raise ValueError(
+                    f"{_bulk.rows(past).capitalize()} of the `rhs` of add_constraints defining {chunk.names[0]!r} ... "
+                    f"{chunk.names[-1]!r} read variables never defined: indices >= {n}, the number of variables (row {r}, "
+                    f"{chunk.names[r]!r}, reads {chunk.args[r].tolist()}). Define those variables before building the "
+                    f"Computation, or fix the indices."
+                )
+        index = self._index
         readers = {c for users in self._pending.values() for c in users}
         for c in readers:
-            name, i, f, _, arg_names, df, group, data, positional = records[c]
+            part, r = self._locate(c)
+            if isinstance(part, _records.Bulk):  # resolved below, a chunk at a time
+                continue
+            name, i, f, _, arg_names, df, group, data, positional = part[r]
             args = tuple(map(index.__getitem__, arg_names))
-            records[c] = Constraint(name, i, f, args, arg_names, df, group, data, positional)
+            part[r] = Constraint(name, i, f, args, arg_names, df, group, data, positional)
             if self.structured and not positional:
                 self._check_scalar_arguments(name, arg_names, args)
+        for chunk in self._forward_chunks:
+            if chunk.missing[0].size:
+                chunk.resolve(index)
+            if self.structured:
+                self._check_scalar_table(chunk.args, chunk.names)
         self._infer_deferred_shapes()
-        self._resolved = tuple(self._constraints)
-        return self._resolved
+
+    def _name_of(self, c: int) -> Hashable:
+        """The name of the variable constraint c defines."""
+        return self._names[self.d + c]
 
     def _infer_deferred_shapes(self) -> None:
         """Shapes of array constraints that read later variables, in dependency order."""
         waiting = list(self._deferred)
-        given = {c: self._shapes[self._constraints[c].i] for c in waiting}  # `shape=`, or None
+        given = {c: self._shapes[self[c].i] for c in waiting}  # `shape=`, or None
         inferred: set[int] = set()
         while len(inferred) < len(waiting):
             progress = False
             for c in waiting:
-                record = self._constraints[c]
+                record = self[c]
                 if c in inferred or any(self._shapes[a] is None for a in record.args):
                     continue
                 out_shape = self._infer_shape(record.name, record.f, record.arg_names, record.args, given[c])
                 self._shapes[record.i] = out_shape
                 group, data = self._group_positional(record.f, tuple(self._shapes[a] for a in record.args), out_shape)
-                self._constraints[c] = record._replace(group=group, data=data)
+                self._set(c, record._replace(group=group, data=data))
                 inferred.add(c)
                 progress = True
             if not progress:
-                names = [self._constraints[c].name for c in waiting if c not in inferred]
+                names = [self[c].name for c in waiting if c not in inferred]
                 raise ValueError(
                     f"The shapes of {names} cannot be inferred: they read each other in a cycle. "
                     f"Give `shape=` to at least one of them in `add`."
@@ -497,7 +673,7 @@ class Constraints:
                 f"{lhs!r} is an input of this program and cannot be redefined by a constraint; "
                 f"inputs take their values from `x`. Give this constraint a new name."
             )
-        earlier = self._constraints[defined - len(self.inputs)]
+        earlier = self[defined - len(self.inputs)]
         raise ValueError(
             f"{lhs!r} is already defined by the constraint `{earlier}`; each variable is defined once. Give this constraint a new name."
         )
@@ -574,6 +750,13 @@ def _leaf_type(leaf) -> tuple[tuple[int, ...], Any]:
         return tuple(leaf.shape), leaf.dtype
     except AttributeError:
         return np.shape(leaf), np.result_type(leaf)
+
+
+def _some(names, shown: int = 5) -> str:
+    """The first `shown` of `names`, repr'd, and how many more."""
+    names = list(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(map(repr, names[:shown])) + more
 
 
 def _is_hashable(name: Any) -> bool:

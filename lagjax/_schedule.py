@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lagjax import _grouping
+from lagjax import _records
 from lagjax._grouping import Group
 
 # The cost model of one scan step, in nanoseconds, measured on CPU (XLA, 2 cores), for the forward
@@ -213,24 +213,25 @@ def build(
     G = len(groups)
     active = tuple(tuple(a) for a in active) if active is not None else tuple((True,) * g.k for g in groups)
     # --- classes -------------------------------------------------------------------------
-    class_of_shape: dict = {}
-    var_class = np.fromiter((class_of_shape.setdefault(tuple(s), len(class_of_shape)) for s in shapes), np.int64, n)
-    class_shapes = tuple(class_of_shape)
+    class_shapes = tuple(dict.fromkeys(map(tuple, shapes)))  # in order of first appearance
+    class_of_shape = {shape: c for c, shape in enumerate(class_shapes)}
+    if len(class_shapes) == 1:
+        var_class = np.zeros(n, np.int64)
+    else:
+        var_class = np.fromiter(map(class_of_shape.__getitem__, map(tuple, shapes)), np.int64, n)
     C = len(class_shapes)
     group_class = tuple(class_of_shape[tuple(g.out_shape)] for g in groups)
     arg_class = tuple(tuple(class_of_shape.get(tuple(s), -1) for s in g.arg_shapes) for g in groups)
     positions = tuple(tuple(tuple(p for p, a in enumerate(arg_class[g]) if a == c) for c in range(C)) for g in range(G))
-    arity = np.fromiter((len(c.args) for c in constraints), np.int64, n_c)
+    table = _records.table(constraints)
+    arity, gid, args_c = table.arity, table.group, table.args
     kmax = int(arity.max(initial=1))
-    gid = np.fromiter((c.group for c in constraints), np.int64, n_c)
-    flat = np.fromiter((a for c in constraints for a in c.args), np.int64, int(arity.sum()))
-    args_c = np.full((n_c, kmax), -1, np.int64)
-    args_c[np.repeat(np.arange(n_c), arity), np.arange(flat.size) - np.repeat(np.cumsum(arity) - arity, arity)] = flat
+    args_c = args_c[:, :kmax] if args_c.shape[1] >= kmax else np.pad(args_c, ((0, 0), (0, kmax - args_c.shape[1])), constant_values=-1)
 
     # --- blocks: which constraints are members ---------------------------------------------
     block_of = np.full(n, -1, np.int64)
-    for b, variables in enumerate(blocks):
-        block_of[variables] = b
+    if len(blocks):
+        block_of[np.concatenate(blocks)] = np.repeat(np.arange(len(blocks)), [len(v) for v in blocks])
     member_c = block_of[d:] >= 0
     level_c = np.asarray(level[d:n], np.int64)
 
@@ -294,34 +295,29 @@ def build(
         group_vars.append(variables)
         group_rows.append(var_row[variables])
         group_args.append(args_c[order[mine], : group.k])
-        member[step_of[mine], lane_of[mine]] = np.arange(mine.sum())
-        leaves = [[constraints[v - d].data[j] for v in variables] for j in range(group.num_leaves)]
-        shared = tuple(bool(column) and all(_grouping.same(leaf, column[0]) for leaf in column) for column in leaves)
+        member[step_of[mine], lane_of[mine]] = np.arange(variables.size)
+        data, shared = _records.group_data(constraints, g, group.num_leaves, variables - d)
+        group_data.append(data)
         group_shared.append(shared)
-        group_data.append(
-            tuple(
-                _grouping.resolve(column[0]) if one else np.stack([_grouping.resolve(leaf) for leaf in column])
-                for column, one in zip(leaves, shared)
-            )
-        )
     member = np.where(valid, member, member[:, :1])  # padding lanes copy lane 0
-    lane_args = np.full((S, width, kmax), -1, np.int64)
-    lane_args[step_of, lane_of] = args_c[order]
-    lane_args = np.where(valid[..., None], lane_args, lane_args[:, :1])  # padding lanes read lane 0's arguments
+    # each lane's constraint: its own, or for a padding lane its step's first lane's (whose arguments it reads)
+    lane_constraint = np.where(valid, out, out[:, :1]) - d
+    lane_args = args_c.astype(np.int32)[lane_constraint]  # (S, width, kmax), -1 at padding positions
     present = lane_args >= 0
-    arg_rows = np.where(present, var_row[np.maximum(lane_args, 0)], 0)
+    clipped = np.maximum(lane_args, 0)
     # a padding position points at a spare row of the class its position has in the step's group
     pos_class = np.full((S, kmax), 0, np.int64)
     for g in range(G):
         for p, c in enumerate(arg_class[g]):
             pos_class[step_group == g, p] = c
-    arg_rows = np.where(present, arg_rows, spare_row[pos_class][:, None, :])
-    own_block = block_of[np.minimum(out, n - 1)]
-    arg_block = block_of[np.maximum(lane_args, 0)]
+    arg_rows = np.where(present, var_row.astype(np.int32)[clipped], spare_row.astype(np.int32)[pos_class][:, None, :])
     position_active = np.ones((max(G, 1), kmax), bool)
     for g in range(G):
         position_active[g, : groups[g].k] = active[g]
-    real = valid[..., None] & present & ~((own_block[..., None] >= 0) & (arg_block == own_block[..., None]))
+    real = valid[..., None] & present
+    if len(blocks):  # not an argument of the lane's own cyclic block
+        own_block = block_of[np.minimum(out, n - 1)]
+        real &= ~((own_block[..., None] >= 0) & (block_of[clipped] == own_block[..., None]))
     real &= position_active[step_group][:, None, :]
 
     # --- where each step's contributions to the multipliers of each class go ------------------
@@ -353,8 +349,11 @@ def build(
     lane_source = np.where(valid.reshape(-1) & np.isin(step_group, scalar_groups).repeat(width), lane_source, offset)
 
     # --- blocks and segments ----------------------------------------------------------------
+    member_rank = np.zeros(n, np.int64)
+    for variables in group_vars:
+        member_rank[variables] = np.arange(variables.size)
     block_records = tuple(
-        _block(b, variables, d, constraints, class_shapes, var_class, var_row, group_vars, names) for b, variables in enumerate(blocks)
+        _block(b, variables, d, table, class_shapes, var_class, var_row, member_rank, names) for b, variables in enumerate(blocks)
     )
     segments = []
     begin = 0
@@ -402,7 +401,7 @@ def build(
         scatter_lanes=tuple(scatter_lanes),
         scatter_kmax=tuple(scatter_kmax),
         scalar_class=class_of_shape.get((), -1),
-        lane_args=i32(np.where(lane_args >= 0, lane_args, 0)),
+        lane_args=clipped,
         forward_branch=i32(forward_branch),
         substitution_branch=i32(substitution_branch),
         group_vars=tuple(group_vars),
@@ -416,31 +415,29 @@ def build(
     )
 
 
-def _block(b, variables, d, constraints, class_shapes, var_class, var_row, group_vars, names) -> Block:
-    """The tables of one cyclic block (see `Block`)."""
+def _block(b, variables, d, table, class_shapes, var_class, var_row, member_rank, names) -> Block:
+    """The tables of one cyclic block (see `Block`); `table`: the constraints' `_records.Table`,
+    `member_rank` (n,) each variable's rank among its group's members."""
     variables = np.sort(np.asarray(variables, np.int64))
     classes = tuple(sorted(set(var_class[variables].tolist())))
-    position = {}  # variable -> its position among the block's variables of its class
+    position = np.zeros(var_class.size, np.int64)  # of the block's variables: among its variables of their class
     rows, offsets, size = {}, {}, 0
     for c in classes:
         mine = variables[var_class[variables] == c]
         rows[c] = var_row[mine].astype(np.int32)
         offsets[c] = size
         size += mine.size * math.prod(class_shapes[c])
-        position.update({int(v): j for j, v in enumerate(mine)})
+        position[mine] = np.arange(mine.size)
     cons = variables - d
-    by_group: dict = {}
-    for c in cons.tolist():
-        by_group.setdefault(constraints[c].group, []).append(c)
     members, out, inside, at = {}, {}, {}, {}
-    for g, cs in by_group.items():
-        rank = {int(v): r for r, v in enumerate(group_vars[g])}
-        members[g] = np.asarray([rank[d + c] for c in cs], np.int32)
-        out[g] = np.asarray([position[d + c] for c in cs], np.int32)
-        a = np.asarray([constraints[c].args for c in cs], np.int64)
+    for g in np.unique(table.group[cons]).tolist():
+        cs = cons[table.group[cons] == g]
+        members[g] = member_rank[d + cs].astype(np.int32)
+        out[g] = position[d + cs].astype(np.int32)
+        a = table.args[cs, : int(table.arity[cs].max())]
         ins = np.isin(a, variables)
         inside[g] = ins
-        at[g] = np.where(ins, np.vectorize(lambda v: position.get(int(v), 0))(a), var_row[a]).astype(np.int32)
+        at[g] = np.where(ins, position[a], var_row[a]).astype(np.int32)
     return Block(
         index=b,
         variables=variables,
@@ -450,7 +447,7 @@ def _block(b, variables, d, constraints, class_shapes, var_class, var_row, group
         rows=rows,
         offsets=offsets,
         size=size,
-        groups=tuple(sorted(by_group)),
+        groups=tuple(sorted(members)),
         members=members,
         out=out,
         inside=inside,

@@ -484,7 +484,9 @@ def random_program(
     Constraints come in layers; each reads one variable of the layer before (so the depth is the
     number of layers) and, up to its arity (uniform in 1..`max_arity`), any earlier variables.
     Functions are drawn from a dozen bounded ones (sin, tanh, logistic, softplus, products and
-    scaled sums of bounded values): every value stays in [-1, 1], whatever the size.
+    scaled sums of bounded values): every value stays in [-1, 1], whatever the size. Within a
+    layer, variables are numbered by function (in the order drawn within a function), and a run of
+    one function is added by one `add_constraints` call: a million constraints build in seconds.
 
     Args:
       n: the number of constraints, >= 1.
@@ -515,24 +517,41 @@ def random_program(
     args = (rng.random((n, 4)) * hi[:, None]).astype(np.int64)  # any earlier variable
     args[:, 0] = lo + (rng.random(n) * (hi - lo)).astype(np.int64)  # one from the layer before
     choice = rng.integers(0, 12, n)
-    table = np.array([f for k in range(1, 5) for f in _RANDOM_FUNCTIONS[k]], dtype=object)
+    functions = [f for k in range(1, 5) for f in _RANDOM_FUNCTIONS[k]]
     counts = np.array([len(_RANDOM_FUNCTIONS[k]) for k in range(1, 5)])
     first = np.r_[0, np.cumsum(counts)[:-1]]
-    functions = table[first[arity - 1] + choice % counts[arity - 1]].tolist()
+    fid = first[arity - 1] + choice % counts[arity - 1]  # each constraint's function, in `functions`
 
+    # within each layer (whose constraints read earlier layers only), constraints of one function
+    # together: a long run is one `add_constraints` call, a short one a loop of `add_constraint`
+    order = np.lexsort((fid, layer))
     names = [f"x{i}" for i in range(d)] + [f"z{d + c}" for c in range(n)]
+    where = np.r_[np.arange(d), np.empty(n, np.int64)]
+    where[d + order] = d + np.arange(n)  # a constraint's variable, from its draw
+    table = where[args]
+    runs = np.flatnonzero(np.r_[True, (fid[order][1:] != fid[order][:-1]) | (layer[order][1:] != layer[order][:-1]), True])
+    ks, fs = arity[order].tolist(), fid[order].tolist()
+    short = np.repeat(np.diff(runs) < _BULK_MIN, np.diff(runs))  # constraints added one at a time
+    rows = dict(zip(np.flatnonzero(short).tolist(), table[order[short]].tolist()))
     C = Constraints(names[:d])
     add, name_of = C.add_constraint, names.__getitem__
     collecting = gc.isenabled()
     gc.disable()  # a million small records: the cyclic collector would rescan them all, often
     try:
-        for c, (k, row) in enumerate(zip(arity.tolist(), args.tolist())):
-            add(names[d + c], functions[c], list(map(name_of, row[:k])))
+        for begin, end in zip(runs[:-1].tolist(), runs[1:].tolist()):
+            if end - begin >= _BULK_MIN:
+                C.add_constraints(names[d + begin : d + end], functions[fs[begin]], table[order[begin:end], : ks[begin]])
+                continue
+            for c in range(begin, end):
+                add(names[d + c], functions[fs[c]], list(map(name_of, rows[c][: ks[c]])))
     finally:
         if collecting:
             gc.enable()
     f = functools.partial(random_objective, int(layer_start[-2]), 0.01 if objective == "all" else 0.0)
     return Computation(f, C.inputs, C), rng.uniform(-1, 1, d)
+
+
+_BULK_MIN = 8  # runs of at least this many constraints of one function in a layer: one `add_constraints`
 
 
 def random_objective(last: int, scale: float, z: jax.Array) -> jax.Array:

@@ -106,7 +106,7 @@ def test_choose_width():
 
 # The layers of DESIGN.md, lowest first: a module may import only modules of its own layer or below.
 LAYERS = [
-    {"_components", "_grouping", "_signature", "_layout"},  # builder helpers, structure, storage
+    {"_components", "_grouping", "_signature", "_layout", "_records", "_bulk"},  # builder helpers, structure, storage
     {"_program"},  # the builder
     {"_schedule"},  # the schedule
     {"_cyclic", "_local"},  # solvers of one block; local quantities

@@ -292,6 +292,29 @@ def test_a_loop_of_K_steps_makes_a_few_groups():
     assert sizes[3] == sizes[40] and sizes[40][0] <= 8, sizes  # (the rnn case of the catalogue differentiates such a loop)
 
 
+def test_fuse_makes_one_constraint_per_loop_step():
+    """`fuse=True`: a loop body whose intermediates are read once is one constraint; values and gradients unchanged."""
+    W, b, h = jnp.asarray(normal(8, 8)) / 3, jnp.asarray(normal(8)), jnp.asarray(normal(8))
+    K = 30
+    f = functools.partial(loop, K=K)
+    comp = lagjax.trace(f, h, W, b, fuse=True)
+    assert len(comp.constraints) == K + 1 and len(comp.groups) <= 3  # the body K times (the last with h**2), the sum
+    assert str(comp.constraints[0]).startswith("add_1 = add(h, W, b)")  # h + 0.01 * tanh(W @ h + b), named after its root
+    grads = jax.grad(comp.as_function(), argnums=(0, 1, 2))(h, W, b)
+    assert_trees_close(grads, jax.grad(f, argnums=(0, 1, 2))(h, W, b), "float64")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in CATALOGUE if n not in NO_FORWARD_MODE])
+def test_fused_catalogue(name):
+    fn, example = CATALOGUE[name]
+    args = jax.tree.map(jnp.asarray, example())
+    comp = lagjax.trace(fn, *args, fuse=True)
+    assert len(comp.constraints) <= len(traced(name, "float64")[0].constraints)
+    argnums = tuple(range(len(args)))
+    assert_trees_close(jax.value_and_grad(comp.as_function(), argnums)(*args), jax.value_and_grad(fn, argnums)(*args), "float64")
+
+
 @pytest.mark.slow
 def test_fixed_point_is_a_cycle():
     comp, fn, args = traced("fixed_point", "float64")

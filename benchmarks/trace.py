@@ -14,6 +14,7 @@ cache leaks from one case to the next), under a per-case timeout:
                 first call (compile + first). Columns: make_jaxpr s (`jax.make_jaxpr` inside `trace`),
                 convert s (the jaxpr's 5K + 2 equations into a `Constraints` program), build s
                 (`Computation(...)`: structure, schedule, tables), compile + first s; total s, their sum.
+                The same with `lagjax.trace(..., fuse=True)`: the loop body is one constraint, not five.
   make_jaxpr    `jax.make_jaxpr(f)` alone, in its own process (what tracing costs whatever is done next).
   unrolled      `jax.jit(jax.grad(f, (0, 1, 2)))`: compile + first call (XLA compiles the K unrolled copies:
                 skipped above `--unrolled-max` K, where it takes minutes).
@@ -84,13 +85,13 @@ def run_case(case: str, K: int, repeats: int, budget: float) -> dict:
         t = T()
         closed = jax.make_jaxpr(f)(*args)
         return dict(make_jaxpr=T() - t, equations=len(closed.jaxpr.eqns))
-    if case == "lagjax":
+    if case in VARIANTS:
         from lagjax import _trace
 
         t0 = T()
         arguments, closed = _trace.jaxpr_of(f, args, {})  # lagjax.trace is these three steps
         t1 = T()
-        parts = _trace.program_of(arguments, closed)
+        parts = _trace.program_of(arguments, closed, fuse=case == "lagjax_fused")
         t2 = T()
         traced = _trace.Traced(*parts)
         t3 = T()
@@ -112,7 +113,7 @@ def measure(args) -> list[dict]:
     rows = []
     for K in args.ks:
         row = dict(K=K)
-        cases = ["lagjax", "make_jaxpr", "scan"] + (["unrolled"] if K <= args.unrolled_max else [])
+        cases = [*VARIANTS, "make_jaxpr", "scan"] + (["unrolled"] if K <= args.unrolled_max else [])
         for case in cases:
             try:
                 row[case] = _util.in_subprocess(
@@ -124,7 +125,10 @@ def measure(args) -> list[dict]:
     return rows
 
 
-# --- the table ------------------------------------------------------------------------------------------
+# --- the tables ------------------------------------------------------------------------------------------
+VARIANTS = {"lagjax": "per equation", "lagjax_fused": "fuse=True"}
+
+
 def agreement(a: dict, b: dict) -> float | None:
     """The largest relative difference of two gradients, argument by argument."""
     if "grads" not in a or "grads" not in b:
@@ -136,78 +140,76 @@ def total(lag: dict) -> float | None:
     return None if "compile_first" not in lag else lag["make_jaxpr"] + lag["convert"] + lag["build"] + lag["compile_first"]
 
 
-HEADERS = [
-    "K",
-    "equations",
-    "groups",
-    "make_jaxpr s",
-    "convert s",
-    "build s",
-    "compile + first s",
-    "lagjax total s",
-    "make_jaxpr alone s",
-    "total − make_jaxpr s",
-    "unrolled jit(grad) compile + first s",
-    "lax.scan compile + first s",
-    "lagjax run ms",
-    "lax.scan run ms",
-    "unrolled run ms",
-    "run ratio vs scan",
-    "agree",
-]
+LAGJAX_HEADERS = [
+    "K", "trace", "equations", "constraints", "groups", "make_jaxpr s", "convert s", "build s", "compile + first s",
+    "total s", "total − make_jaxpr s", "run ms", "run / lax.scan's", "agree",
+]  # fmt: skip
+ALTERNATIVES_HEADERS = [
+    "K", "make_jaxpr alone s", "unrolled jit(grad) compile + first s", "lax.scan compile + first s", "unrolled run ms", "lax.scan run ms",
+]  # fmt: skip
 
 
-def cells(row: dict) -> list[str]:
-    lag, alone, scan, unroll = row["lagjax"], row["make_jaxpr"], row["scan"], row.get("unrolled", {})
-    get = lambda d, k: d.get(k) if isinstance(d, dict) else None  # noqa: E731
+def _get(d, key):
+    return d.get(key) if isinstance(d, dict) else None
+
+
+def lagjax_cells(row: dict, variant: str) -> list[str]:
+    lag, scan = row[variant], row["scan"]
     t = total(lag)
     ratio = lag["run_ms"] / scan["run_ms"] if "run_ms" in lag and "run_ms" in scan else None
-    err = next((d["error"] for d in (lag, alone, scan, unroll) if "error" in d), None)
     return [
         f"{row['K']:,}",
-        _util.fmt(get(lag, "equations") or get(alone, "equations"), "{:,}"),
-        _util.fmt(get(lag, "groups")),
-        _util.fmt(get(lag, "make_jaxpr"), "{:.3g}"),
-        _util.fmt(get(lag, "convert"), "{:.3g}"),
-        _util.fmt(get(lag, "build"), "{:.3g}"),
-        _util.fmt(get(lag, "compile_first"), "{:.3g}"),
+        VARIANTS[variant],
+        _util.fmt(_get(lag, "equations"), "{:,}"),
+        _util.fmt(_get(lag, "constraints"), "{:,}"),
+        _util.fmt(_get(lag, "groups")),
+        _util.fmt(_get(lag, "make_jaxpr"), "{:.3g}"),
+        _util.fmt(_get(lag, "convert"), "{:.3g}"),
+        _util.fmt(_get(lag, "build"), "{:.3g}"),
+        _util.fmt(_get(lag, "compile_first"), "{:.3g}"),
         _util.fmt(t, "{:.3g}"),
-        _util.fmt(get(alone, "make_jaxpr"), "{:.3g}"),
         _util.fmt(None if t is None else t - lag["make_jaxpr"], "{:.3g}"),
-        _util.fmt(get(unroll, "compile_first"), "{:.3g}", missing="error" if "error" in unroll else "skipped"),
-        _util.fmt(get(scan, "compile_first"), "{:.3g}"),
-        _util.fmt(get(lag, "run_ms"), "{:.3g}"),
-        _util.fmt(get(scan, "run_ms"), "{:.3g}"),
-        _util.fmt(get(unroll, "run_ms"), "{:.3g}"),
+        _util.fmt(_get(lag, "run_ms"), "{:.3g}"),
         _util.fmt(ratio, "{:.2f}"),
-        _util.fmt(agreement(lag, scan), "{:.1e}") + ("" if err is None else f" ({err})"),
+        _util.fmt(agreement(lag, scan), "{:.1e}", missing=lag.get("error", "—")),
+    ]
+
+
+def alternatives_cells(row: dict) -> list[str]:
+    alone, scan, unroll = row["make_jaxpr"], row["scan"], row.get("unrolled", {})
+    return [
+        f"{row['K']:,}",
+        _util.fmt(_get(alone, "make_jaxpr"), "{:.3g}", missing=alone.get("error", "—")),
+        _util.fmt(_get(unroll, "compile_first"), "{:.3g}", missing=unroll.get("error", "skipped")),
+        _util.fmt(_get(scan, "compile_first"), "{:.3g}", missing=scan.get("error", "—")),
+        _util.fmt(_get(unroll, "run_ms"), "{:.3g}", missing="skipped"),
+        _util.fmt(_get(scan, "run_ms"), "{:.3g}"),
     ]
 
 
 def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
     out = []
-    upto = [r for r in rows if r["K"] <= 2000 and total(r["lagjax"]) is not None]
-    if upto:
-        worst = max(upto, key=lambda r: total(r["lagjax"]))
-        figure = f"{total(worst['lagjax']):.2f} s at K = {worst['K']:,} (the most up to 2,000)"
-        out.append(("trace + build + compile + first call ≤ 5 s up to K = 2,000", figure, _util.verdict(total(worst["lagjax"]) <= 5)))
-    for r in rows:
-        if r["K"] == 10_000 and total(r["lagjax"]) is not None:
-            beyond = total(r["lagjax"]) - r["lagjax"]["make_jaxpr"]
-            figure = f"{beyond:.2f} s beyond make_jaxpr's {r['lagjax']['make_jaxpr']:.2f} s (alone: {_util.fmt(r['make_jaxpr'].get('make_jaxpr'), '{:.2f}')} s)"
-            out.append(("at K = 10⁴, at most 3 s beyond make_jaxpr", figure, _util.verdict(beyond <= 3)))
-            figure = f"{r['lagjax']['convert']:.2f} s for {r['lagjax']['equations']:,} equations"
-            out.append(("a traced jaxpr of 5·10⁴ equations into a program ≤ 1 s", figure, _util.verdict(r["lagjax"]["convert"] <= 1)))
-    ratios = [(r["lagjax"]["run_ms"] / r["scan"]["run_ms"], r["K"]) for r in rows if "run_ms" in r["lagjax"] and "run_ms" in r["scan"]]
-    if ratios:
-        worst_ratio, K = max(ratios)
-        out.append(
-            (
-                "steady state within 1.5× of lax.scan's jax.grad",
-                f"{worst_ratio:.2f}× at K = {K:,} (the worst)",
-                _util.verdict(worst_ratio <= 1.5),
+    for variant, label in VARIANTS.items():
+        upto = [r for r in rows if r["K"] <= 2000 and total(r[variant]) is not None]
+        if upto:
+            worst = max(upto, key=lambda r: total(r[variant]))
+            figure = f"{total(worst[variant]):.2f} s at K = {worst['K']:,} (the most up to 2,000)"
+            out.append(
+                (f"{label}: trace + build + compile + first call ≤ 5 s up to K = 2,000", figure, _util.verdict(total(worst[variant]) <= 5))
             )
-        )
+        for r in rows:
+            lag = r[variant]
+            if r["K"] == 10_000 and total(lag) is not None:
+                beyond = total(lag) - lag["make_jaxpr"]
+                figure = f"{beyond:.2f} s beyond make_jaxpr's {lag['make_jaxpr']:.2f} s (alone: {_util.fmt(r['make_jaxpr'].get('make_jaxpr'), '{:.2f}')} s)"
+                out.append((f"{label}: at K = 10⁴, at most 3 s beyond make_jaxpr", figure, _util.verdict(beyond <= 3)))
+                figure = f"{lag['convert']:.2f} s for {lag['equations']:,} equations"
+                out.append((f"{label}: a traced jaxpr of 5·10⁴ equations into a program ≤ 1 s", figure, _util.verdict(lag["convert"] <= 1)))
+        ratios = [(r[variant]["run_ms"] / r["scan"]["run_ms"], r["K"]) for r in rows if "run_ms" in r[variant] and "run_ms" in r["scan"]]
+        if ratios:
+            worst_ratio, K = max(ratios)
+            figure = f"{worst_ratio:.2f}× at K = {K:,} (the worst)"
+            out.append((f"{label}: steady state within 1.5× of lax.scan's jax.grad", figure, _util.verdict(worst_ratio <= 1.5)))
     return out
 
 
@@ -215,7 +217,8 @@ def plot(rows: list[dict], path: str) -> None:
     fig, (ax1, ax2) = _util.subplots(2)
     Ks = [r["K"] for r in rows]
     series = {
-        "lagjax: trace + build + compile + first": [total(r["lagjax"]) for r in rows],
+        "lagjax.trace + build + compile + first": [total(r["lagjax"]) for r in rows],
+        "the same, fuse=True": [total(r["lagjax_fused"]) for r in rows],
         "jax.make_jaxpr alone": [r["make_jaxpr"].get("make_jaxpr") for r in rows],
         "jax.jit(jax.grad(f)) unrolled": [r.get("unrolled", {}).get("compile_first") for r in rows],
         "lax.scan jit(grad)": [r["scan"].get("compile_first") for r in rows],
@@ -230,6 +233,7 @@ def plot(rows: list[dict], path: str) -> None:
     ax1.legend(fontsize=7)
     runs = {
         "lagjax": [r["lagjax"].get("run_ms") for r in rows],
+        "lagjax fuse=True": [r["lagjax_fused"].get("run_ms") for r in rows],
         "lax.scan": [r["scan"].get("run_ms") for r in rows],
         "unrolled": [r.get("unrolled", {}).get("run_ms") for r in rows],
     }
@@ -252,14 +256,16 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     rows = measure(args)
     minutes = (time.perf_counter() - start) / 60
-    table = [cells(r) for r in rows]
+    table = [lagjax_cells(r, v) for r in rows for v in VARIANTS]
+    others = [alternatives_cells(r) for r in rows]
     goals = targets(rows)
-    print(_util.format_text(HEADERS, table))
+    print(_util.format_text(LAGJAX_HEADERS, table) + "\n\n" + _util.format_text(ALTERNATIVES_HEADERS, others))
     print(_util.format_targets(goals))
     with open(args.markdown, "w") as out:
         out.write(f"# lagjax.trace of a Python loop (benchmarks/trace.py)\n\n{header}; {_util.provenance()}. ")
         out.write(f"Run: `{_util.command()}`, {minutes:.1f} min; each case in a fresh process.\n\n")
-        out.write(_util.format_markdown(HEADERS, table) + "\n\n" + _util.format_targets(goals, markdown=True) + "\n\n")
+        out.write(_util.format_markdown(LAGJAX_HEADERS, table, "rl" + "r" * 12) + "\n\nThe alternatives, each in its own process:\n\n")
+        out.write(_util.format_markdown(ALTERNATIVES_HEADERS, others) + "\n\n" + _util.format_targets(goals, markdown=True) + "\n\n")
         out.write(
             "Model: `h = h + 0.01 * tanh(W @ h + b)` K times in a Python loop, h of size 16, float32, objective sum(h²), "
             "gradient w.r.t. W, b and h0. lagjax total = make_jaxpr + convert + build + compile + first call of "

@@ -151,7 +151,7 @@ class Bulk:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Table:
-    """Constraints as arrays: `arity` (m,), `args` (m, kmax) argument indices padded with -1, `group` (m,)."""
+    """Constraints as arrays: `arity` (m,), `args` (m, kmax) int32 argument indices padded with -1, `group` (m,)."""
 
     arity: np.ndarray
     args: np.ndarray
@@ -208,8 +208,8 @@ def _table_of_records(records: Sequence) -> tuple[np.ndarray, np.ndarray, np.nda
     args = list(map(operator.attrgetter("args"), records))
     arity = np.fromiter(map(len, args), np.int64, m)
     kmax = int(arity.max(initial=1))
-    flat = np.fromiter(itertools.chain.from_iterable(args), np.int64, int(arity.sum()))
-    table = np.full((m, kmax), -1, np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(args), np.int32, int(arity.sum()))
+    table = np.full((m, kmax), -1, np.int32)
     table[np.arange(kmax) < arity[:, None]] = flat  # row-major: each row's arguments, in order
     group = np.fromiter(map(operator.attrgetter("group"), records), np.int64, m)
     return arity, table, group
@@ -217,27 +217,22 @@ def _table_of_records(records: Sequence) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _concatenate(pieces: list, parts: Sequence) -> Table:
     """One `Table` of the parts' pieces: a chunk's argument table, or a run of records' `(arity, args, group)`."""
-    expanded = []
-    for piece, part in zip(pieces, parts):
+    if not pieces:
+        return Table(np.zeros(0, np.int64), np.full((0, 1), -1, np.int32), np.zeros(0, np.int64))
+    sizes = [len(part) for part in parts]
+    kmax = max(piece.shape[1] if isinstance(part, Bulk) else piece[1].shape[1] for piece, part in zip(pieces, parts))
+    arity, args, group = np.empty(sum(sizes), np.int64), np.full((sum(sizes), kmax), -1, np.int32), np.empty(sum(sizes), np.int64)
+    start = 0
+    for piece, part, m in zip(pieces, parts, sizes):
         if isinstance(part, Bulk):
-            m, k = piece.shape
-            expanded.append((np.full(m, k, np.int64), piece, np.full(m, part.group, np.int64)))
+            arity[start : start + m] = piece.shape[1]
+            args[start : start + m, : piece.shape[1]] = piece
+            group[start : start + m] = part.group
         else:
-            expanded.append(piece)
-    if not expanded:
-        return Table(np.zeros(0, np.int64), np.full((0, 1), -1, np.int64), np.zeros(0, np.int64))
-    kmax = max(args.shape[1] for _, args, _ in expanded)
-    padded = [
-        args if args.shape[1] == kmax else np.pad(args, ((0, 0), (0, kmax - args.shape[1])), constant_values=-1) for _, args, _ in expanded
-    ]
-    if len(expanded) == 1:
-        arity, _, group = expanded[0]
-        return Table(arity, padded[0], group)
-    return Table(
-        np.concatenate([a for a, _, _ in expanded]),
-        np.concatenate(padded),
-        np.concatenate([g for _, _, g in expanded]),
-    )
+            arity[start : start + m], group[start : start + m] = piece[0], piece[2]
+            args[start : start + m, : piece[1].shape[1]] = piece[1]
+        start += m
+    return Table(arity, args, group)
 
 
 def group_data(constraints: Sequence, g: int, num_leaves: int, members: np.ndarray) -> tuple[tuple, tuple[bool, ...]]:

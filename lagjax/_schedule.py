@@ -213,7 +213,8 @@ def build(
     G = len(groups)
     active = tuple(tuple(a) for a in active) if active is not None else tuple((True,) * g.k for g in groups)
     # --- classes -------------------------------------------------------------------------
-    class_shapes = tuple(dict.fromkeys(map(tuple, shapes)))  # in order of first appearance
+    scalars = list(shapes).count(()) == n  # an identity test each (`()` is one object)
+    class_shapes = ((),) if scalars and n else tuple(dict.fromkeys(map(tuple, shapes)))  # in order of first appearance
     class_of_shape = {shape: c for c, shape in enumerate(class_shapes)}
     if len(class_shapes) == 1:
         var_class = np.zeros(n, np.int64)
@@ -255,7 +256,7 @@ def build(
     step_of = run_first_step[run_of] + rank // lane_w  # per sorted constraint
     lane_of = rank % lane_w
 
-    out = np.full((S, width), n, np.int64)
+    out = np.full((S, width), n, np.int32)
     out[step_of, lane_of] = d + order
     valid = out < n
     step_group = np.zeros(S, np.int64)
@@ -286,7 +287,7 @@ def build(
     spare_row = np.asarray([r - w for r, w in zip(rows, widths)], np.int64)
 
     # --- lanes' arguments -----------------------------------------------------------------
-    member = np.zeros((S, width), np.int64)
+    member = np.zeros((S, width), np.int32)
     group_vars, group_rows, group_args, group_data, group_shared = [], [], [], [], []
     sorted_group = gid[order]
     for g, group in enumerate(groups):
@@ -302,15 +303,16 @@ def build(
     member = np.where(valid, member, member[:, :1])  # padding lanes copy lane 0
     # each lane's constraint: its own, or for a padding lane its step's first lane's (whose arguments it reads)
     lane_constraint = np.where(valid, out, out[:, :1]) - d
-    lane_args = args_c.astype(np.int32)[lane_constraint]  # (S, width, kmax), -1 at padding positions
-    present = lane_args >= 0
-    clipped = np.maximum(lane_args, 0)
+    clipped = args_c[lane_constraint]  # (S, width, kmax), -1 at padding positions
+    present = clipped >= 0
+    np.maximum(clipped, 0, out=clipped)
     # a padding position points at a spare row of the class its position has in the step's group
     pos_class = np.full((S, kmax), 0, np.int64)
     for g in range(G):
         for p, c in enumerate(arg_class[g]):
             pos_class[step_group == g, p] = c
-    arg_rows = np.where(present, var_row.astype(np.int32)[clipped], spare_row.astype(np.int32)[pos_class][:, None, :])
+    arg_rows = var_row.astype(np.int32)[clipped]
+    np.copyto(arg_rows, spare_row.astype(np.int32)[pos_class][:, None, :], where=~present)
     position_active = np.ones((max(G, 1), kmax), bool)
     for g in range(G):
         position_active[g, : groups[g].k] = active[g]
@@ -326,7 +328,7 @@ def build(
         readers = [g for g in range(G) if positions[g][c]]
         kc = max((len(positions[g][c]) for g in readers), default=0)
         lanes = max((widths[group_class[g]] for g in readers), default=0)
-        rows_c = np.full((S, lanes, kc), spare_row[c], np.int64)
+        rows_c = np.full((S, lanes, kc), spare_row[c], np.int32)
         for g in readers:
             steps = step_group == g
             wg = widths[group_class[g]]
@@ -339,7 +341,7 @@ def build(
 
     # --- the scalar groups' partials, put in step layout by one gather -------------------------
     scalar_groups = tuple(g for g, group in enumerate(groups) if group.scalar)
-    lane_source = np.full(S * width, 0, np.int64)
+    lane_source = np.full(S * width, 0, np.int32)
     offset = 0
     for g in scalar_groups:
         m = len(group_vars[g])

@@ -35,6 +35,7 @@ import functools
 import gc
 import weakref
 from collections.abc import Callable
+from typing import NamedTuple
 
 import chex
 import jax
@@ -502,6 +503,16 @@ def random_program(
     Returns:
       `(comp, x)`: the `Computation` and inputs, a NumPy float64 array of shape `(d,)`, uniform in [-1, 1].
     """
+    draws = random_draws(n, d, depth, seed, profile=profile, max_arity=max_arity, objective=objective)
+    C = random_constraints(draws)
+    f = functools.partial(random_objective, draws.last, 0.01 if objective == "all" else 0.0)
+    return Computation(f, C.inputs, C), draws.x
+
+
+def random_draws(
+    n: int, d: int = 4, depth: int | None = None, seed: int = 0, *, profile: str = "wide", max_arity: int = 4, objective: str = "all"
+) -> RandomDraws:
+    """What `random_program` draws (same arguments), before anything is built (`random_constraints`)."""
     if n < 1 or d < 1:
         raise ValueError(f"`random_program` needs n >= 1 and d >= 1; got n={n}, d={d}.")
     if not 1 <= max_arity <= 4:
@@ -525,30 +536,59 @@ def random_program(
     # within each layer (whose constraints read earlier layers only), constraints of one function
     # together: a long run is one `add_constraints` call, a short one a loop of `add_constraint`
     order = np.lexsort((fid, layer))
-    names = [f"x{i}" for i in range(d)] + [f"z{d + c}" for c in range(n)]
     where = np.r_[np.arange(d), np.empty(n, np.int64)]
     where[d + order] = d + np.arange(n)  # a constraint's variable, from its draw
-    table = where[args]
-    runs = np.flatnonzero(np.r_[True, (fid[order][1:] != fid[order][:-1]) | (layer[order][1:] != layer[order][:-1]), True])
-    ks, fs = arity[order].tolist(), fid[order].tolist()
-    short = np.repeat(np.diff(runs) < _BULK_MIN, np.diff(runs))  # constraints added one at a time
-    rows = dict(zip(np.flatnonzero(short).tolist(), table[order[short]].tolist()))
+    draws = RandomDraws(
+        names=[f"x{i}" for i in range(d)] + [f"z{d + c}" for c in range(n)],
+        d=d,
+        functions=[functions[f] for f in fid[order].tolist()],
+        table=where[args][order],
+        arity=arity[order],
+        runs=np.flatnonzero(np.r_[True, (fid[order][1:] != fid[order][:-1]) | (layer[order][1:] != layer[order][:-1]), True]),
+    )
+    return draws._replace(last=int(layer_start[-2]), x=rng.uniform(-1, 1, d))
+
+
+class RandomDraws(NamedTuple):
+    """A random program's constraints as `random_program` draws them, in variable order: constraint
+    c defines `names[d + c]` by `functions[c]` of the variables `table[c, :arity[c]]`; `runs` (R + 1,)
+    the boundaries of runs of one function within a layer; `last` the first variable of the last
+    layer (the objective's); `x` the inputs, shape `(d,)`."""
+
+    names: list
+    d: int
+    functions: list
+    table: np.ndarray
+    arity: np.ndarray
+    runs: np.ndarray
+    last: int = 0
+    x: np.ndarray | None = None
+
+
+def random_constraints(draws: RandomDraws, bulk: bool = True) -> Constraints:
+    """The `Constraints` of `draws`: each run of at least `_BULK_MIN` constraints by one
+    `add_constraints` call (`bulk`), the others by `add_constraint` (all of them, without `bulk`).
+    Either way the same program, variable for variable."""
+    names, d, functions, table = draws.names, draws.d, draws.functions, draws.table
+    ks, runs = draws.arity.tolist(), draws.runs.tolist()
+    sizes = np.diff(draws.runs)
+    short = np.repeat(sizes < _BULK_MIN, sizes) if bulk else np.ones(len(ks), bool)  # added one at a time
+    rows = dict(zip(np.flatnonzero(short).tolist(), table[short].tolist()))
     C = Constraints(names[:d])
     add, name_of = C.add_constraint, names.__getitem__
     collecting = gc.isenabled()
     gc.disable()  # a million small records: the cyclic collector would rescan them all, often
     try:
-        for begin, end in zip(runs[:-1].tolist(), runs[1:].tolist()):
-            if end - begin >= _BULK_MIN:
-                C.add_constraints(names[d + begin : d + end], functions[fs[begin]], table[order[begin:end], : ks[begin]])
+        for begin, end in zip(runs[:-1], runs[1:]):
+            if bulk and end - begin >= _BULK_MIN:
+                C.add_constraints(names[d + begin : d + end], functions[begin], table[begin:end, : ks[begin]])
                 continue
             for c in range(begin, end):
-                add(names[d + c], functions[fs[c]], list(map(name_of, rows[c][: ks[c]])))
+                add(names[d + c], functions[c], list(map(name_of, rows[c][: ks[c]])))
     finally:
         if collecting:
             gc.enable()
-    f = functools.partial(random_objective, int(layer_start[-2]), 0.01 if objective == "all" else 0.0)
-    return Computation(f, C.inputs, C), rng.uniform(-1, 1, d)
+    return C
 
 
 _BULK_MIN = 8  # runs of at least this many constraints of one function in a layer: one `add_constraints`

@@ -110,11 +110,13 @@ LAYERS = [
     {"_program"},  # the builder
     {"_schedule"},  # the schedule
     {"_cyclic", "_local"},  # solvers of one block; local quantities
+    {"_fixed_point", "_parameters"},  # one fixed point as a JAX function; captured arrays as arguments
     {"_blocks"},
     {"_linear"},
     {"_sweeps"},
     {"_activity", "_graph"},  # the active part of a program, swept alone; its picture
     {"_function", "_computation"},  # the public class and the JAX function around it
+    {"_trace"},  # a JAX function's jaxpr as a program
     {"testing", "demo", "__main__", "__init__"},
 ]
 

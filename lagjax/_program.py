@@ -10,7 +10,9 @@ written in; a cycle (a fixed point, a value function, an equilibrium) is solved 
 
 Two kinds of variable, which mix in one program:
 - scalars, as in the original code: `Constraints(["x", "y"])`, `add_constraint(lhs, f, rhs)` with
-  `f` a function of the vector of its k scalar arguments;
+  `f` a function of the vector of its k scalar arguments; `add_constraints(lhs, f, rhs, data=...)`
+  adds m of them at once, one function, the arguments an `(m, k)` table of indices, per-constraint
+  data stacked (`_bulk`): one group, checked as arrays (a million constraints in under a second);
 - arrays: inputs declared with shapes, `Constraints({"W": (64, 32), "x": (32,)})`, and
   `add(lhs, f, rhs)` with `f` a function of its arguments taken positionally,
   `lambda W, x: jnp.tanh(W @ x)`; the shape of `lhs` is inferred by `jax.eval_shape`.
@@ -77,7 +79,8 @@ class Constraints:
         self._deferred: list[int] = []  # array constraints whose shape waits for their arguments' (forward references)
         self._forward_chunks: list[_records.Bulk] = []  # chunks reading variables defined after them (or their own)
         self._bulk_checked: dict[tuple, Callable] = {}  # (id(f), k, data signature) -> f, checked by `add_constraints`
-        self._level_cache = np.zeros(0, np.int64)  # `_level` as an array, as far as `_level_array` brought it
+        self._level_cache = np.zeros(0, np.int64)  # `_level` as an array (a buffer), as far as `_level_array` brought it
+        self._levels_copied = 0  # how far
         self._resolved: tuple | None = None  # `resolved()`'s result, while no constraint is added
         self._resolved_levels: tuple | None = None  # (that result, its levels)
         self.init: dict[Hashable, Any] = {}  # initial guesses of variables on cycles, by name
@@ -104,6 +107,12 @@ class Constraints:
         if not self.structured:  # scalars only; `_index` holds the names in index order, and their hashes
             return dict.fromkeys(self._index, ())
         return dict(zip(self._names, self._shapes))
+
+    @property
+    def variable_shapes(self) -> list[tuple[int, ...]]:
+        """The shape of every variable, in index order (a list; `shapes` is the same by name, a dict
+        that costs a hash of every name)."""
+        return list(self._shapes)
 
     def index(self, name: Hashable) -> int:
         """The index of variable `name`."""
@@ -323,7 +332,7 @@ class Constraints:
             self._forward_chunks.append(chunk)
         elif not self._forward():  # the levels kept while building: 1 + max over the arguments
             level = 1 + self._level_array()[args].max(axis=1)
-            self._level_cache = np.concatenate([self._level_cache, level])
+            self._append_levels(level)
             self._level.extend(level.tolist())
         if len(self._level) < n + m:  # not read while forward references stand
             self._level.extend([0] * (n + m - len(self._level)))
@@ -338,10 +347,19 @@ class Constraints:
 
     def _level_array(self) -> np.ndarray:
         """`_level` as an array (`(n,)`), kept beside the list and brought up to date by its new part."""
-        cache = self._level_cache
-        if cache.size < len(self._level):
-            cache = self._level_cache = np.concatenate([cache, np.asarray(self._level[cache.size :], np.int64)])
-        return cache
+        if self._levels_copied < len(self._level):
+            self._append_levels(np.asarray(self._level[self._levels_copied :], np.int64))
+        return self._level_cache[: self._levels_copied]
+
+    def _append_levels(self, level: np.ndarray) -> None:
+        """Append to `_level_array`'s buffer (doubled when full: appending m costs O(m))."""
+        end = self._levels_copied + level.size
+        if end > self._level_cache.size:
+            grown = np.zeros(max(2 * self._level_cache.size, end), np.int64)
+            grown[: self._levels_copied] = self._level_cache[: self._levels_copied]
+            self._level_cache = grown
+        self._level_cache[self._levels_copied : end] = level
+        self._levels_copied = end
 
     def _name_table(self, flat: list, k: int, n: int) -> tuple[np.ndarray, tuple]:
         """Rows of names (flattened) as an `(m, k)` table of indices, and `(positions, names)` of

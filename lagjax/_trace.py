@@ -20,7 +20,9 @@ What becomes what:
 - `jit` / `pjit`, `closed_call`, `checkpoint` (`remat`): inlined, their equations traced in place.
 - `custom_jvp` / `custom_vjp` functions: one constraint each, evaluated by binding their primitive back
   with its own rules (`Primitive.get_bind_params`, as `jax.core.eval_jaxpr` does), so lagjax's
-  sweeps differentiate them by their rules (forward mode through a `custom_vjp` fails, as in JAX).
+  sweeps differentiate them by their rules. JAX has no forward mode of a `custom_vjp`, and
+  `as_function`'s derivatives are built on forward mode: such a program is differentiated by the
+  Computation's `gradient` (the multipliers, `jax.vjp` of each constraint), not by `jax.grad(as_function())`.
 - `lax.scan`, `fori_loop`, `cond`: one constraint each (per result used). Unrolling a scan of length
   T would give T copies of its body for lagjax to group, but a scan is already what lagjax's schedule
   makes of a loop, and its body is compiled once either way; keeping it whole keeps the program as the
@@ -39,6 +41,12 @@ What becomes what:
 - anything else lagjax cannot represent (complex intermediates, side effects such as `jax.debug.print`,
   a primitive with no reverse-mode derivative) is refused with an error naming the primitive and the
   line of `fn` it came from.
+
+**Fusion** (`fuse=True`): a float result read once, by an elementwise equation, is no variable but a
+step of its reader's `Program` (chains of at most `MAX_FUSED` equations); read by anything else (a
+product, a reduction, a loop, an inlined jaxpr, the output) it is a variable. A loop body
+`h + 0.01 * tanh(W @ h + b)` is then one constraint, not five: fewer sweep steps and groups, no
+multipliers of the fused intermediates.
 
 **Grouping.** A Python loop of K steps gives K copies of its body's equations; lagjax compiles one
 branch per group of constraints running the same code (`lagjax._grouping`), so the K copies must share

@@ -237,8 +237,9 @@ def build(
     level_c = np.asarray(level[d:n], np.int64)
 
     # --- steps: runs of (level, member, group), cut into steps of their class's width --------
-    order = np.lexsort((gid, member_c, level_c))
-    key = (level_c[order] * 2 + member_c[order]) * max(G, 1) + gid[order]
+    key = (level_c * 2 + member_c) * max(G, 1) + gid  # sorted by level, then member, then group
+    order = np.argsort(key, kind="stable")
+    key = key[order]
     run_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n_c else np.zeros(0, np.int64)
     run_count = np.diff(np.r_[run_start, n_c]).astype(np.int64)
     run_group = gid[order][run_start] if n_c else np.zeros(0, np.int64)

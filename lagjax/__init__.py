@@ -17,7 +17,20 @@ from lagjax._program import Constraint, Constraints
 from lagjax._schedule import Block
 from lagjax._trace import Traced, trace
 
-__all__ = ["Block", "Computation", "Constraint", "Constraints", "Graph", "Info", "SolveError", "Solver", "Status", "Traced", "fixed_point", "trace"]
+__all__ = [
+    "Block",
+    "Computation",
+    "Constraint",
+    "Constraints",
+    "Graph",
+    "Info",
+    "SolveError",
+    "Solver",
+    "Status",
+    "Traced",
+    "fixed_point",
+    "trace",
+]
 
 try:
     __version__ = _metadata.version("lagjax")

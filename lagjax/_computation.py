@@ -98,8 +98,8 @@ class Computation:
         self.inputs = list(constraints.inputs)
         self.names = constraints.names
         self.dicts = constraints.structured  # dicts by name in and out, else vectors
-        shapes = constraints.shapes
-        self.layout = layout = _layout.Layout(self.names, [shapes[name] for name in self.names], self.d)
+        shapes = constraints.variable_shapes  # in index order: no dict of 10⁶ names to hash
+        self.layout = layout = _layout.Layout(self.names, shapes, self.d)
         self.shapes, self.size, self.input_names = layout.shapes, layout.size, layout.input_names
         if self.dicts:
             _signature.check_structured_objective(f, df, self.shapes)
@@ -112,9 +112,7 @@ class Computation:
         self.checked = bool(checked)
 
         self._condensation = level, blocks = constraints.condensation()
-        self.schedule = schedule = _schedule.build(
-            self.d, [shapes[name] for name in self.names], records, constraints.groups, level, blocks, self.names
-        )
+        self.schedule = schedule = _schedule.build(self.d, shapes, records, constraints.groups, level, blocks, self.names)
         self.blocks = schedule.blocks
         self.storage = storage = _layout.Storage(layout, schedule)
         self._tables = jax.device_put({**schedule.tables(), "storage": storage.tables()})  # no compile, unlike jnp.asarray

@@ -79,11 +79,25 @@ def rng():
 CASE_FAST = {"float64": {"two_input", "deep", "shared", "arities"}, "float32": {"blog", "wide"}}
 
 
+# The longest tests whose ground another default test covers (a second order, dtype or program of
+# the same check): under -m slow, so that the default suite stays within 5 minutes on 2 cores.
+SLOW_IN_DEFAULT = {
+    "test_as_function_on_cycles", "test_mlp_in_any_order[shuffled]", "test_oracles[float64]",
+    "test_jitted_and_not_agree_with_the_reference[arities]", "test_random_cyclic_programs_against_the_closed_form",
+    "test_random_program_in_bulk_against_the_plain_loop[wide]", "test_mixed_program_with_cycles[False]",
+    "test_scalar_cycle_keeps_vectors", "test_random_program_shuffled", "test_first_order_wrt_every_subset[cyclic-q+r]",
+    "test_a_cycle_within_one_call_against_the_closed_form[float32]", "test_scalar_program_in_any_order[reverse]",
+    "test_values_gradient_tangents_against_plain_jax[float32]", "test_catalogue_passes_default_tolerances[wide]",
+}  # fmt: skip
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config, items):
-    """Mark slow: `case` outside `CASE_FAST`, and dlagrangian in float32 (finite differences of a
-    float32 Lagrangian)."""
+    """Mark slow: `case` outside `CASE_FAST`, dlagrangian in float32 (finite differences of a
+    float32 Lagrangian), and `SLOW_IN_DEFAULT`."""
     for item in items:
+        if item.name in SLOW_IN_DEFAULT:
+            item.add_marker(pytest.mark.slow)
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "case" in params and params.get("program") not in CASE_FAST[params["case"]]:
             item.add_marker(pytest.mark.slow)

@@ -98,16 +98,27 @@ def _pages_with_code() -> list[Path]:
     return [page for page in PAGES if any(lang in RUNS for lang, _, _ in fences(page.read_text(encoding="utf-8")))]
 
 
-def test_examples_run(tmp_path):
-    """Every ```python block of README.md and docs/, page by page, in order."""
-    pages = _pages_with_code()
-    assert README in pages and len(pages) > 5
+def _run_examples(pages, tmp_path):
     runner = f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import test_docs; sys.exit(test_docs.run_pages(sys.argv[1:]) > 0)"
     run = subprocess.run(
         [sys.executable, "-c", runner, *map(str, pages)],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, f"examples failed:\n{run.stdout[-12000:]}\n{run.stderr[-4000:]}"
+
+
+def test_readme_examples_run(tmp_path):
+    """Every ```python block of README.md, in order."""
+    assert README in _pages_with_code()
+    _run_examples([README], tmp_path)
+
+
+@pytest.mark.slow
+def test_examples_run(tmp_path):
+    """Every ```python block of docs/, page by page, in order (a minute and a half of compiles: -m slow)."""
+    pages = [page for page in _pages_with_code() if page != README]
+    assert len(pages) > 5
+    _run_examples(pages, tmp_path)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)

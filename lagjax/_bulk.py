@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lagjax import _grouping
+from lagjax import _grouping, _signature
 
 _SHOWN = 5  # rows named in a message
 
@@ -32,7 +32,8 @@ def rows(where, what: str = "row") -> str:
     return f"{what}{'s' if where.size > 1 else ''} {shown}{more}"
 
 
-def _is_hashable(name: Any) -> bool:
+def is_hashable(name: Any) -> bool:
+    """Whether `name` can be a variable name (a dict key)."""
     try:
         hash(name)
     except TypeError:
@@ -55,7 +56,7 @@ def lhs_error(names: list, index: dict, d: int, describe: Callable[[int], str]) 
     """Why `names` cannot all be new variables of a program whose variables are `index` (name -> i):
     unhashable, an input, already defined (`describe(i)`: the constraint defining variable i), or
     repeated within `names`. Called once the fast check (one dict update) has failed."""
-    unhashable = [r for r, name in enumerate(names) if not _is_hashable(name)]
+    unhashable = [r for r, name in enumerate(names) if not is_hashable(name)]
     if unhashable:
         return TypeError(
             f"A variable name must be hashable (a string, say); {rows(unhashable)} of `lhs` are not: {names[unhashable[0]]!r}."
@@ -153,7 +154,7 @@ def name_rows(rhs: Any, m: int) -> tuple[list, int]:
 
 def unhashable_rows(flat: list, k: int) -> str:
     """The message for names of `rhs` that cannot be variable names."""
-    bad = [p for p, name in enumerate(flat) if not _is_hashable(name)]
+    bad = [p for p, name in enumerate(flat) if not is_hashable(name)]
     return f"A variable name must be hashable (a string, say); {rows(np.unique(np.asarray(bad) // k))} of `rhs` read {flat[bad[0]]!r}."
 
 
@@ -195,19 +196,8 @@ def check_function(f: Callable, k: int, columns: tuple, lhs: Hashable) -> None:
     """Check `f(v, *data_0)` on row 0's shapes: a float scalar (shape `()` or `(1,)`) for v of shape `(k,)`."""
     where = f"`f` of add_constraints (row 0, defining {lhs!r})"
     described = f"a float vector of shape ({k},)" + (f" and data of shapes {[c.shape[1:] for c in columns]}" if columns else "")
-    try:
-        out = jax.eval_shape(f, jax.ShapeDtypeStruct((k,), jnp.float32), *map(_probe, columns))
-    except Exception as err:
-        hint = (
-            " It must be a JAX-traceable function: use jax.numpy (jnp.exp, not np.exp)."
-            if isinstance(err, jax.errors.TracerArrayConversionError)
-            else ""
-        )
-        raise TypeError(f"{where} failed when called as f(v, *data_row) on {described}.{hint} The original error is shown above.") from err
-    if not isinstance(out, jax.ShapeDtypeStruct):
-        raise TypeError(f"{where} must return one array, got the structure {jax.tree.structure(out)}.")
-    if not jnp.issubdtype(out.dtype, jnp.inexact):
-        raise TypeError(f"{where} must return floating-point values, got dtype {out.dtype}.")
+    probes = [jax.ShapeDtypeStruct((k,), jnp.float32), *map(_probe, columns)]
+    out = _signature.one_float_array(_signature.traced(f, probes, where, described, how="as f(v, *data_row) on"), where)
     if out.shape not in ((), (1,)):
         raise ValueError(
             f"{where} returned shape {out.shape} for {described}; it must return a scalar, shape () or (1,). "

@@ -515,7 +515,7 @@ class Constraints:
                 args = tuple(map(index.__getitem__, args_r))
             except (KeyError, TypeError):
                 _check_rhs(name, args_r)
-                missing = [a for a in args_r if not _is_hashable(a) or a not in index]
+                missing = [a for a in args_r if not _bulk.is_hashable(a) or a not in index]
                 raise ValueError(
                     f"Row {r} of `add_arrays` ({name!r}) reads {missing[0]!r}, which is not defined before it; `add_arrays` "
                     f"reads inputs and earlier variables only. Add constraints with forward references or cycles by `add`."
@@ -552,7 +552,7 @@ class Constraints:
         probes += [jax.ShapeDtypeStruct(*_leaf_type(leaf)) for leaf in data]
         described = "arguments of shapes " + ", ".join(f"{n!r}: {s}" for n, s in zip(rhs, arg_shapes)) + f" and {len(data)} data arrays"
         where = f"`f` of constraint {lhs!r}"
-        out_shape = tuple(_signature._one_float_array(_signature._traced(f, probes, where, described), where).shape)
+        out_shape = tuple(_signature.one_float_array(_signature.traced(f, probes, where, described), where).shape)
         n_data = len(data)
         split = _grouping.Split(key, data, (False,) * n_data, lambda leaves: _WithData(f, tuple(itertools.islice(leaves, n_data))))
         group = self._group_of[key] = len(self._groups)
@@ -580,7 +580,7 @@ class Constraints:
         position, i = len(self), len(self._names)
         args = []
         for name in rhs:
-            if not _is_hashable(name):
+            if not _bulk.is_hashable(name):
                 raise TypeError(f"A variable name must be hashable (a string, say); {lhs!r} reads {name!r}.")
             if name == lhs:
                 args.append(i)
@@ -777,14 +777,6 @@ def _some(names, shown: int = 5) -> str:
     return ", ".join(map(repr, names[:shown])) + more
 
 
-def _is_hashable(name: Any) -> bool:
-    try:
-        hash(name)
-    except TypeError:
-        return False
-    return True
-
-
 def _check_rhs(lhs: Hashable, rhs: Any) -> None:
     if isinstance(rhs, (str, bytes)) or not isinstance(rhs, Sequence):
         raise TypeError(
@@ -828,5 +820,5 @@ def _input_shape(name: str, spec: Any) -> tuple[int, ...]:
 
 
 def _check_name(name: Any, role: str) -> None:
-    if not _is_hashable(name):
+    if not _bulk.is_hashable(name):
         raise TypeError(f"A variable name must be hashable (a string, say); the {role} is {name!r}.")

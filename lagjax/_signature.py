@@ -95,7 +95,7 @@ def liftable_positional(split, shapes: tuple[tuple, ...], out_shape: tuple) -> b
     return isinstance(out, jax.ShapeDtypeStruct) and tuple(out.shape) == tuple(out_shape)
 
 
-def _traced(fn: Callable, probes, what: str, described: str):
+def traced(fn: Callable, probes, what: str, described: str, how: str = "on"):
     """`jax.eval_shape(fn, *probes)`, the user's own error shown beneath ours when it fails to trace."""
     try:
         return jax.eval_shape(fn, *probes)
@@ -105,10 +105,10 @@ def _traced(fn: Callable, probes, what: str, described: str):
             if isinstance(err, jax.errors.TracerArrayConversionError)
             else ""
         )
-        raise TypeError(f"{what} failed when called on {described}.{hint} The original error is shown above.") from err
+        raise TypeError(f"{what} failed when called {how} {described}.{hint} The original error is shown above.") from err
 
 
-def _one_float_array(out, what: str) -> jax.ShapeDtypeStruct:
+def one_float_array(out, what: str) -> jax.ShapeDtypeStruct:
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise TypeError(f"{what} must return one array, got the structure {jax.tree.structure(out)}.")
     if not jnp.issubdtype(out.dtype, jnp.floating):
@@ -120,22 +120,22 @@ def check_positional(f: Callable, shapes: list[tuple], names: list, where: str) 
     """The shape `f(*args)` returns for float arguments of `shapes`; an error naming `where` if it fails."""
     probes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
     described = "arguments of shapes " + ", ".join(f"{n!r}: {s}" for n, s in zip(names, shapes))
-    out = _traced(f, probes, f"`f` of {where}", described)
-    return tuple(_one_float_array(out, f"`f` of {where}").shape)
+    out = traced(f, probes, f"`f` of {where}", described)
+    return tuple(one_float_array(out, f"`f` of {where}").shape)
 
 
 def check_structured_objective(f: Callable, df: Callable | None, shapes: dict) -> None:
     """Check the objective of a structured program, `f: {name: array} -> ()`, and `df: -> {name: array}`."""
     probes = {name: jax.ShapeDtypeStruct(s, jnp.float32) for name, s in shapes.items()}
     described = "the dict of all variables {name: array}"
-    out = _one_float_array(_traced(f, [probes], "The objective `f`", described), "The objective `f`")
+    out = one_float_array(traced(f, [probes], "The objective `f`", described), "The objective `f`")
     if out.shape not in ((), (1,)):
         raise ValueError(
             f"The objective `f` returned shape {out.shape}; it must be a scalar, shape () or (1,) "
             f"(for several outputs, build one Computation per output or sum them)."
         )
     if df is not None:
-        out = _traced(df, [probes], "The objective gradient `df`", described)
+        out = traced(df, [probes], "The objective gradient `df`", described)
         expected = jax.tree.structure(probes)
         if jax.tree.structure(out) != expected or any(o.shape != p.shape for o, p in zip(jax.tree.leaves(out), jax.tree.leaves(probes))):
             raise ValueError(

@@ -126,7 +126,9 @@ def fixed_point(F: Callable, z0, *args, solver: Solver | None = None, return_inf
             )
         z = fixed_point_p.bind(*operands, jaxpr=jaxpr, num_z=len(z_leaves), solver=solver)
         return jax.tree_util.tree_unflatten(z_tree, z)
-    z, info = compiled(jaxpr, len(z_leaves), solver)(operands)
+    # F was traced anew: nothing to reuse (`compiled`'s cache serves the primitive's impl, called again
+    # with the same params), and no jaxpr with F's captured arrays is kept past the call
+    z, info = jax.jit(functools.partial(solve_leaves, jaxpr, len(z_leaves), solver))(operands)
     z = jax.tree_util.tree_unflatten(z_tree, z)
     return (z, info) if return_info else z
 
@@ -217,7 +219,7 @@ def _check_output(out, z_tree, z_paths, z_leaves) -> list:
 def compiled(jaxpr: ClosedJaxpr, num_z: int, solver: Solver) -> Callable:
     """`solve_leaves` jitted for one flat F: an eager call runs one compiled program, not the root finder's
     loops op by op. Keyed on the jaxpr's identity: the primitive's impl, evaluated again with the same
-    params, reuses it; `fixed_point` traces F anew at every call, so an eager call compiles (jit the caller).
+    params, reuses it. (`fixed_point` traces F anew at every call and compiles without it: jit the caller.)
     """
     return jax.jit(functools.partial(solve_leaves, jaxpr, num_z, solver))
 

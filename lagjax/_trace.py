@@ -61,6 +61,7 @@ time stays flat in K.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import gc
 import inspect
@@ -130,11 +131,15 @@ def jaxpr_of(fn: Callable, args: tuple, kwargs: dict) -> tuple[Arguments, Closed
 
 def program_of(arguments: Arguments, closed: ClosedJaxpr, fuse: bool = False) -> tuple:
     """The second half: the jaxpr as a `Constraints` program; `Traced`'s arguments."""
-    converter = Converter(arguments, fuse)
-    with _no_collection():
-        (out,) = converter.walk(closed.jaxpr, closed.consts, list(arguments.names))
-        objective = converter.objective(out)
-        program, solver = converter.program(objective)
+    scope = _KEYS.set(_Keys())  # the template keys of this conversion only
+    try:
+        converter = Converter(arguments, fuse)
+        with _no_collection():
+            (out,) = converter.walk(closed.jaxpr, closed.consts, list(arguments.names))
+            objective = converter.objective(out)
+            program, solver = converter.program(objective)
+    finally:
+        _KEYS.reset(scope)
     return program, objective, arguments, converter.sources, solver
 
 
@@ -402,11 +407,26 @@ class Fused:
 # Template keys: equal for equations running the same code.
 # ---------------------------------------------------------------------------------------------------
 
-_KEEP = []  # objects whose id is part of a key: kept alive, so that no other object reuses the id
+
+class _Keys:
+    """The template keys of one conversion: the jaxprs' keys memoised, and the objects whose id is part
+    of a key kept alive (once each), so that no other object reuses the id while the keys are compared.
+    Dropped with the conversion (`program_of`): nothing grows from one `trace` to the next."""
+
+    def __init__(self):
+        self.jaxprs: dict[int, tuple] = {}
+        self.kept: dict[int, Any] = {}
+
+
+_KEYS: contextvars.ContextVar[_Keys] = contextvars.ContextVar("lagjax_trace_keys")
+
+
+def _keys() -> _Keys:
+    return _KEYS.get()  # set by `program_of` around its conversion
 
 
 def _by_id(value) -> tuple:
-    _KEEP.append(value)
+    _keys().kept[id(value)] = value
     return ("id", id(value))
 
 
@@ -416,14 +436,12 @@ def _source_of(fun) -> Hashable:
     return info if info else _by_id(fun)
 
 
-_JAXPR_KEYS: dict[int, tuple] = {}
-
-
 def jaxpr_key(jaxpr) -> Hashable:
     """A jaxpr's structure: its equations' primitives, parameters and wiring, and its avals (memoised)."""
     closed = jaxpr if isinstance(jaxpr, ClosedJaxpr) else None
     open_ = closed.jaxpr if closed is not None else jaxpr
-    cached = _JAXPR_KEYS.get(id(jaxpr))
+    memo = _keys().jaxprs
+    cached = memo.get(id(jaxpr))
     if cached is not None and cached[0] is jaxpr:
         return cached[1]
     number = {v: i for i, v in enumerate([*open_.constvars, *open_.invars])}
@@ -439,7 +457,7 @@ def jaxpr_key(jaxpr) -> Hashable:
     consts = () if closed is None or not closed.consts else tuple(_by_id(c) for c in closed.consts)
     source = getattr(open_.debug_info, "func_src_info", None)
     key = (source, tuple(v.aval for v in open_.invars), tuple(eqns), tuple(map(ref, open_.outvars)), consts)
-    _JAXPR_KEYS[id(jaxpr)] = (jaxpr, key)
+    memo[id(jaxpr)] = (jaxpr, key)
     return key
 
 
@@ -518,6 +536,7 @@ class Converter:
         self.programs: dict[Hashable, Program] = {}
         self.literals: dict[tuple, np.ndarray] = {}
         self.blocks: list[dict] = []  # per fixed point: its eqn and operands, for initial guesses
+        self.example: dict = {}  # example values of the variables evaluated so far (`values`)
         self.solvers: list = []
         self.count = 0
         self._float: dict[Any, int] = {}
@@ -757,12 +776,15 @@ class Converter:
         return np.asarray(entry) if type(entry) is not str else np.asarray(self.values([entry])[entry])
 
     def values(self, wanted: list[str]) -> dict:
-        """The example values of the variables `wanted` and what they read: the records evaluated in order."""
-        values = dict(zip(self.arguments.names, self.arguments.example))
-        needed = set(wanted)
+        """The example values of the variables `wanted` and what they read: the records evaluated in order,
+        each once per conversion (kept in `self.example`: a fixed point's initial guess reads values too)."""
+        values = self.example
+        if not values:
+            values.update(zip(self.arguments.names, self.arguments.example))
+        needed = {w for w in wanted if w not in values}
         for record in reversed(self.records):
             if record[0] in needed:
-                needed.update(record[2])
+                needed.update(a for a in record[2] if a not in values)
         for name, program, args, data, _, block in self.records:
             if name not in needed or name in values:
                 continue

@@ -12,9 +12,6 @@ each n in a fresh subprocess (after a warm-up: JAX start-up and a 200-constraint
                     tables (no compile)
   loop              the same program, variable for variable, by a Python loop of `add_constraint`
                     (`random_constraints(draws, bulk=False)`), then `Computation(...)`: the alternative
-  shapes by name    of Computation's time, what reading the variables' shapes by name costs (the dict
-                    `C.shapes`, then a lookup of every name, twice: lines of `Computation.__init__`),
-                    timed again after it; reading the builder's list (`C.variable_shapes`) costs ~0
   compile s         lagjax's jitted gradient (the one `comp.gradient` calls), `.lower(tables, x).compile()`
   1st call s        the first call of that compiled gradient
   run ms            steady-state gradient: the median of `--repeats` calls, `block_until_ready()` on each
@@ -66,13 +63,6 @@ def run(n: int, repeats: int, oracle_limit: int) -> dict:
         comp = lagjax.Computation(objective, C.inputs, C)
         built = time.perf_counter()
         result[how] = {"add_s": added - t, "computation_s": built - added, "groups": len(comp.schedule.groups)}
-        if how == "bulk":  # what Computation.__init__ spends reading shapes by name: the dict, two lookups a variable
-            t = time.perf_counter()
-            shapes = C.shapes
-            for _ in range(2):
-                [shapes[name] for name in comp.names]
-            result["by_name_s"] = time.perf_counter() - t
-            del shapes
         if how == "bulk":
             tables = comp._tables
             compiled, result["compile_s"] = _util.compile_timed(comp._jit["gradient"], tables, x)
@@ -108,7 +98,6 @@ def main(argv=None) -> int:
         "constraints",
         "add_constraints s",
         "Computation s",
-        "of which shapes by name s",
         "bulk total s",
         "loop: add_constraint s",
         "Computation s",
@@ -130,7 +119,6 @@ def main(argv=None) -> int:
                 f"{r['n']:,}",
                 f"{bulk['add_s']:.2f}",
                 f"{bulk['computation_s']:.2f}",
-                f"{r['by_name_s']:.2f}",
                 f"{bulk_s:.2f}",
                 f"{loop['add_s']:.2f}",
                 f"{loop['computation_s']:.2f}",
@@ -146,14 +134,6 @@ def main(argv=None) -> int:
         )
         if r["n"] == 1_000_000:
             targets.append(("add_constraints + Computation at 10⁶ ≤ 2 s", f"{bulk_s:.2f} s", _util.verdict(bulk_s <= TARGET_S)))
-            without = bulk_s - r["by_name_s"]
-            targets.append(
-                (
-                    "the same, Computation reading `C.variable_shapes` (estimate: less shapes by name)",
-                    f"{without:.2f} s",
-                    _util.verdict(without <= TARGET_S),
-                )
-            )
     print(_util.format_text(headers, cells))
     if targets:
         print(_util.format_targets(targets))

@@ -72,7 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import source_info_util
-from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, Literal, jaxpr_as_fun
+from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, Literal
 from jax.extend.core import primitives as P
 
 from lagjax import _fixed_point
@@ -351,7 +351,7 @@ class CallJaxpr:
 
     def __call__(self, *operands):
         c = self.num_consts
-        return jaxpr_as_fun(ClosedJaxpr(self.jaxpr, list(operands[:c])))(*operands[c:])
+        return jax.core.eval_jaxpr(self.jaxpr, operands[:c], *operands[c:])
 
 
 ARG, DATA, STEP = 0, 1, 2
@@ -594,7 +594,7 @@ class Converter:
             return self.fixed_point(eqn, ins)
         if not primitive.multiple_results:
             aval = eqn.outvars[0].aval
-            if self._float.get(aval.dtype) or self.is_float(aval.dtype):
+            if self.is_float(aval.dtype):
                 return [self.constraint(eqn, ins, None, aval) if fused or len(ins) > 255 else self.simple(eqn, ins, None, aval)]
         outs = []
         for j, v in enumerate(eqn.outvars):

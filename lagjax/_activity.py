@@ -203,9 +203,9 @@ class Restriction:
         if not blocks:
             return []
         dtype = infos.residual.dtype if infos is not None else jnp.result_type(float)
-        out = [_cyclic.Info(jnp.int32(0), jnp.zeros((), dtype), jnp.int32(0)) for _ in blocks]
+        out = [_cyclic.Info(jnp.int32(0), jnp.zeros((), dtype), jnp.int32(0), jnp.full((), jnp.nan, dtype)) for _ in blocks]
         segment = [k for k, (_, _, b) in enumerate(self.schedule.segments) if b >= 0]
         for b_sub, b in enumerate(self.blocks):
             k = segment[b_sub]
-            out[b] = _cyclic.Info(infos.status[k], infos.residual[k], infos.steps[k])
+            out[b] = _cyclic.Info(*(field[k] for field in infos))
         return out

@@ -193,7 +193,7 @@ class Computation:
         """Per cyclic block, its `Info`, from a sweep's per-segment infos."""
         if infos is None:
             return []
-        return [_cyclic.Info(infos.status[k], infos.residual[k], infos.steps[k]) for k in self._segment_of_block]
+        return [_cyclic.Info(*(field[k] for field in infos)) for k in self._segment_of_block]
 
     def _multipliers(self, tables, x):
         z, forward = self.solve_buffers(tables, x)

@@ -83,11 +83,14 @@ class Info(NamedTuple):
         (`solve_adjoint`, `solve_tangent`); in the dtype of the solve.
       steps: int32, Newton steps (`find_root`), GMRES restart cycles (matrix-free linear solves), or 0
         (a dense linear solve: one LU factorisation).
+      condition: the estimated condition of the block at the returned point (see `find_root`); NaN
+        where it is not estimated (matrix-free blocks), in the dtype of the solve.
     """
 
     status: jax.Array
     residual: jax.Array
     steps: jax.Array
+    condition: jax.Array
 
 
 class Solver(NamedTuple):
@@ -257,7 +260,7 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver()) -> tuple[ja
         # cost of one triangular solve. The reported residual stays the one that was checked.
         polished = u + lu_solve(lu, g)
         u = jnp.where((status == SUCCESS) & _all_finite(polished), polished, u)
-    return u, Info(status, _max_norm(g), steps)
+    return u, Info(status, _max_norm(g), steps, jnp.full((), jnp.nan, dtype))
 
 
 def _damped(G, u, g, delta):
@@ -358,7 +361,7 @@ def _solve_linear(F, u, rhs, solver, transpose):
     # Finite inputs but a non-finite or inaccurate solution: the operator is (numerically) singular.
     status = jnp.where(solved, jnp.int32(SUCCESS), jnp.int32(SINGULAR))
     status = jnp.where(finite_in, status, jnp.int32(NONFINITE))
-    return x, Info(status, residual, steps)
+    return x, Info(status, residual, steps, jnp.full((), jnp.nan, dtype))
 
 
 def _gmres(matvec, b, target, solver):

@@ -167,7 +167,7 @@ def _class_variables(schedule: Schedule, block, c) -> np.ndarray:
 def _dense_solve(M, rhs):
     w = jnp.linalg.solve(M, rhs)
     status = jnp.where(jnp.all(jnp.isfinite(w)), 0, int(_cyclic.SINGULAR)).astype(jnp.int32)
-    return w, _cyclic.Info(status, jnp.zeros((), w.dtype), jnp.int32(0))
+    return w, _cyclic.Info(status, jnp.zeros((), w.dtype), jnp.int32(0), jnp.full((), jnp.nan, w.dtype))
 
 
 def _first_use(arg_vars: jax.Array) -> jax.Array:

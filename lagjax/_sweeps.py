@@ -114,7 +114,7 @@ def _loop(schedule: Schedule, tables: dict, step: Callable, carry, xs: dict, blo
 
     def no_block(carry):
         dtype = jax.tree.leaves(carry)[0].dtype
-        return carry, _cyclic.Info(jnp.int32(0), jnp.zeros((), dtype), jnp.int32(0))
+        return carry, _cyclic.Info(jnp.int32(0), jnp.zeros((), dtype), jnp.int32(0), jnp.full((), jnp.nan, dtype))
 
     branches = [no_block] + [lambda carry, b=b: block(b, carry) for b in range(len(schedule.blocks))]
 

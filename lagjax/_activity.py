@@ -197,15 +197,12 @@ class Restriction:
         """`out`'s value as the user sees it: a vector in input order, or a dict by input name."""
         return self.storage.unstack(value, self.names) if self.comp.dicts else value
 
-    def report(self, infos) -> list:
-        """Per block of the program, its `Info` (success for blocks outside the active part)."""
-        blocks = self.comp.blocks
-        if not blocks:
-            return []
-        dtype = infos.residual.dtype if infos is not None else jnp.result_type(float)
-        out = [_cyclic.Info(jnp.int32(0), jnp.zeros((), dtype), jnp.int32(0), jnp.full((), jnp.nan, dtype)) for _ in blocks]
-        segment = [k for k, (_, _, b) in enumerate(self.schedule.segments) if b >= 0]
-        for b_sub, b in enumerate(self.blocks):
-            k = segment[b_sub]
-            out[b] = _cyclic.Info(*(field[k] for field in infos))
-        return out
+    def report(self, infos) -> _cyclic.Info:
+        """Every block of the program's `Info`, fields `(len(comp.blocks),)`, from the sub-program's
+        (success for blocks outside the active part)."""
+        dtype = infos.residual.dtype
+        full = _sweeps.no_report(len(self.comp.blocks), dtype)
+        if not self.blocks:
+            return full
+        where = jnp.asarray(self.blocks, jnp.int32)
+        return jax.tree.map(lambda f, i: f.at[where].set(i), full, infos)

@@ -24,6 +24,7 @@ name, each of its variable's shape; the matrices of the method (`dconstraints`, 
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
@@ -39,18 +40,24 @@ class SolveError(RuntimeError):
     """A cyclic block of a program could not be solved: not converged, singular, or not finite.
 
     Raised by `Computation` methods called outside `jax.jit`; the message names the block's
-    variables and the residual reached. Attributes: `names` (the block's variables), `stage`
+    variables and the residual reached, and how many other blocks failed. Attributes: `names` (the
+    first failed block's variables), `blocks` (every failed block's variables), `stage`
     ("forward", "multipliers" or "tangents"), `status` (a `Status`), `residual`.
     """
 
-    def __init__(self, names, stage: str, status: int, residual: float, steps: int):
+    def __init__(self, names, stage: str, status: int, residual: float, steps: int, others: Sequence = ()):
         self.names, self.stage, self.status, self.residual = names, stage, _cyclic.Status(status), residual
+        self.blocks = [tuple(names)] + [tuple(o) for o in others]
         what = {"forward": "solving its constraints", "multipliers": "solving for its multipliers", "tangents": "solving for its tangents"}[
             stage
         ]
+        more = ""
+        if others:
+            shown = ", ".join(str(list(o)) for o in others[:3])
+            more = f" {len(others)} other block(s) failed too ({shown}{', ...' if len(others) > 3 else ''}; all in `.blocks`); theirs are NaN as well."
         super().__init__(
             f"The cyclic block of {list(names)} failed {what}: {_cyclic.message(status)} "
-            f"(residual {residual:.3g} after {steps} steps). Its values are NaN."
+            f"(residual {residual:.3g} after {steps} steps). Its values are NaN.{more}"
         )
 
 
@@ -117,8 +124,7 @@ class Computation:
         self.storage = storage = _layout.Storage(layout, schedule)
         self._tables = jax.device_put({**schedule.tables(), "storage": storage.tables()})  # no compile, unlike jnp.asarray
         self.init = dict(constraints.init)  # initial guesses of variables on cycles, by name
-        self._init = [self._initial_guess(block, self.init) for block in self.blocks]
-        self._segment_of_block = [k for k, (_, _, b) in enumerate(schedule.segments) if b >= 0]
+        self._init = [self._initial_guesses(group, self.init) for group in schedule.block_groups]
         self._names = {None: self.names, "inputs": self.input_names, "constraints": self.names[self.d :]}
         self._functions = {}  # as_function's results, one per (output, as_dict): compiled once
         self._restrictions = {}  # the active parts (`_activity`), by active inputs
@@ -133,8 +139,8 @@ class Computation:
         dtype = jax.tree.leaves(x)[0].dtype if jax.tree.leaves(x) else jnp.result_type(float)
         z0 = self.storage.inputs(x, dtype)
         init = [jnp.asarray(u, dtype) for u in self._init]
-        z, infos = _sweeps.solve(self.schedule, tables, z0, self.solver, init)
-        return z, self._report(infos)
+        z, report = _sweeps.solve(self.schedule, tables, z0, self.solver, init)
+        return z, report
 
     def linearize(self, tables, z) -> _linear.AtPoint:
         """The local linear maps at z: D without building it (`_linear`)."""
@@ -189,23 +195,16 @@ class Computation:
             self._restrictions[key] = None if whole else R
         return self._restrictions[key]
 
-    def _report(self, infos) -> list:
-        """Per cyclic block, its `Info`, from a sweep's per-segment infos."""
-        if infos is None:
-            return []
-        return [_cyclic.Info(*(field[k] for field in infos)) for k in self._segment_of_block]
-
     def _multipliers(self, tables, x):
         z, forward = self.solve_buffers(tables, x)
-        lam, infos = _sweeps.back_substitute(self.schedule, tables, self.linearize(tables, z), self.objective_gradient(z, tables))
-        return z, lam, {"forward": forward, "multipliers": self._report(infos)}
+        lam, report = _sweeps.back_substitute(self.schedule, tables, self.linearize(tables, z), self.objective_gradient(z, tables))
+        return z, lam, {"forward": forward, "multipliers": report}
 
     def _tangent_sweeps(self, tables, z, seeds):
         """Tangents for a batch of seeds (buffers with a leading axis): `(t, report)`."""
         maps = self.linearize(tables, z)
-        t, infos = jax.vmap(lambda seed: _sweeps.forward_substitute(self.schedule, tables, maps, seed))(seeds)
-        report = [jax.tree.map(jnp.max, info) for info in self._report(infos)] if infos is not None else []
-        return t, {"tangents": report}
+        t, reports = jax.vmap(lambda seed: _sweeps.forward_substitute(self.schedule, tables, maps, seed))(seeds)
+        return t, {"tangents": worst(reports)}
 
     # --- jitted entries: what the public methods run -------------------------------------------
     def _solve_entry(self, tables, x):
@@ -314,18 +313,28 @@ class Computation:
         return report
 
     # --- failures of cyclic blocks ----------------------------------------------------------
-    def _initial_guess(self, block, init: dict) -> np.ndarray:
-        """A block's flat initial guess for the root finder: the given `init` values, else zeros."""
-        parts = []
-        for c in block.classes:
+    def _initial_guesses(self, group, init: dict) -> np.ndarray:
+        """A block group's flat initial guesses for the root finder, `(B, size)`: the given `init`
+        values, else zeros."""
+        guesses = np.zeros((len(group.blocks), group.size))
+        if not init:
+            return guesses
+        column = 0  # of `group.order`: class c's variables are counts[c] columns
+        for c in group.classes:
             shape = self.schedule.shapes[c]
-            for v in block.variables[self.schedule.var_class[block.variables] == c]:
-                name = self.names[v]
-                value = np.asarray(init.get(name, 0.0), np.float64)
-                if value.shape != shape and value.size != 1:
-                    raise ValueError(f"The initial guess of {name!r} has shape {value.shape}; {name!r} has shape {shape}.")
-                parts.append(np.ravel(np.broadcast_to(value, shape)))
-        return np.concatenate(parts)
+            size = math.prod(shape)
+            for j in range(group.counts[c]):
+                at = group.offsets[c] + j * size
+                for b, v in enumerate(group.order[:, column + j].tolist()):
+                    name = self.names[v]
+                    if name not in init:
+                        continue
+                    value = np.asarray(init[name], np.float64)
+                    if value.shape != shape and value.size != 1:
+                        raise ValueError(f"The initial guess of {name!r} has shape {value.shape}; {name!r} has shape {shape}.")
+                    guesses[b, at : at + size] = np.ravel(np.broadcast_to(value, shape))
+            column += group.counts[c]
+        return guesses
 
     def _run(self, name: str, *args):
         """Call a jitted entry that reports on the cyclic blocks; raise `SolveError` if one failed."""
@@ -345,14 +354,20 @@ class Computation:
 
     def _raise_if_failed(self, report: dict) -> None:
         for stage in ("forward", "multipliers", "tangents"):
-            for block, info in zip(self.blocks, report.get(stage, ())):
-                if int(info.status) != _cyclic.SUCCESS:
-                    raise SolveError(block.names, stage, int(info.status), float(info.residual), int(info.steps))
+            if stage not in report:
+                continue
+            info = jax.tree.map(np.asarray, report[stage])
+            failed = np.flatnonzero(info.status != _cyclic.SUCCESS)
+            if failed.size:
+                b = int(failed[0])
+                others = [self.blocks[int(k)].names for k in failed[1:]]
+                raise SolveError(self.blocks[b].names, stage, int(info.status[b]), float(info.residual[b]), int(info.steps[b]), others)
 
     def status(self, x) -> dict:
-        """The cyclic blocks' reports at `x`, jittable: `{"forward": [Info], "multipliers": [Info]}`, one
-        `Info` (status, residual, steps) per block of `blocks`, in order; `Info.status == 0` is success
-        (`lagjax.Status`). Use it inside `jax.jit`, where failures cannot raise."""
+        """The cyclic blocks' reports at `x`, jittable: `{"forward": Info, "multipliers": Info}`, each
+        `Info`'s fields (status, residual, steps, condition) arrays of shape `(len(blocks),)`, one entry
+        per block of `blocks`, in order; `status == 0` is success (`lagjax.Status`). Use it inside
+        `jax.jit`, where failures cannot raise."""
         return self._jit["status"](self._tables, self._inputs(x))
 
     def __repr__(self) -> str:
@@ -678,3 +693,14 @@ def _warn_if_many_groups(schedule: _schedule.Schedule) -> None:
         f"or make those values inputs of the program.",
         stacklevel=3,
     )
+
+
+# A status's severity when one report must stand for several (the tangents of many seeds).
+_SEVERITY = np.asarray([0, 2, 3, 4, 1], np.int32)  # SUCCESS, NOT_CONVERGED, SINGULAR, NONFINITE, ILL_CONDITIONED
+
+
+def worst(reports: _cyclic.Info) -> _cyclic.Info:
+    """One `Info` per block from reports with a leading axis (one per seed): each block's worst."""
+    severity = jnp.asarray(_SEVERITY)[jnp.clip(reports.status, 0, _SEVERITY.size - 1)]
+    pick = jnp.argmax(severity, axis=0)
+    return jax.tree.map(lambda a: jnp.take_along_axis(a, pick[None], axis=0)[0], reports)

@@ -89,12 +89,12 @@ def implicit_solution(comp, parameters=None) -> Callable:
 
         def solve(_, b):  # A t = b  <=>  Dᵀ t = -b
             t, infos = _sweeps.forward_substitute(schedule, tables, maps, b)
-            comp._check({"tangents": comp._report(infos)})
+            comp._check({"tangents": infos})
             return t
 
         def transpose_solve(_, c):  # Aᵀ λ = c  <=>  D λ = -c
             lam, infos = _sweeps.back_substitute(schedule, tables, maps, c)
-            comp._check({"multipliers": comp._report(infos)})
+            comp._check({"multipliers": infos})
             return lam
 
         b = storage.seed(dx, z[0].dtype, tables["storage"])  # [dx; 0]

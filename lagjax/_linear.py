@@ -83,13 +83,18 @@ class AtPoint:
 
         return jax.vmap(one, in_axes=(0, _local.data_axes(s, g), 0))(self._arguments(g, lanes), data, tangents)
 
-    def adjoint(self, block, c):
-        F = _blocks.function(self.schedule, self.tables, block, self.z)
-        return _cyclic.solve_adjoint(F, _blocks.gather(self.schedule, block, self.z), c, self.solver)
+    def _block(self, group, member):
+        """One member's `F` and its variables at z."""
+        F = _blocks.function(self.schedule, self.tables, group, member, self.z)
+        return F, _blocks.gather(self.schedule, self.tables, group, member[None], self.z)[0]
 
-    def tangent(self, block, b):
-        F = _blocks.function(self.schedule, self.tables, block, self.z)
-        return _cyclic.solve_tangent(F, _blocks.gather(self.schedule, block, self.z), b, self.solver)
+    def adjoint(self, group, member, c):
+        F, u = self._block(group, member)
+        return _cyclic.solve_adjoint(F, u, c, self.solver)
+
+    def tangent(self, group, member, b):
+        F, u = self._block(group, member)
+        return _cyclic.solve_tangent(F, u, b, self.solver)
 
 
 class FromDense:
@@ -144,24 +149,25 @@ class FromDense:
 
         return jax.vmap(one)(lanes["arg_vars"], lanes["out"], list(tangents), first)
 
-    def _diagonal(self, block):
-        layout = self.layout
-        index = np.concatenate(
-            [np.arange(layout.offsets[v], layout.offsets[v + 1]) for c in block.classes for v in _class_variables(self.schedule, block, c)]
-        )
-        return self.D[np.ix_(index, index)]
+    def _diagonal(self, group, member):
+        """D's diagonal block of one member (a traced rank), over its variables in the order of u."""
+        # per member, the entries of D of its flattened variables: (B, size), a constant of the group
+        s, offsets = self.schedule, self.layout.offsets
+        index = []
+        start = 0
+        for c in group.classes:
+            m, size = group.counts[c], math.prod(s.shapes[c])
+            variables = group.order[:, start : start + m]
+            index.append((offsets[variables][:, :, None] + np.arange(size)).reshape(len(group.blocks), -1))
+            start += m
+        index = jnp.asarray(np.concatenate(index, axis=1), jnp.int32)[member]
+        return self.D[index[:, None], index[None, :]]
 
-    def adjoint(self, block, c):
-        return _dense_solve(self._diagonal(block), -c)
+    def adjoint(self, group, member, c):
+        return _dense_solve(self._diagonal(group, member), -c)
 
-    def tangent(self, block, b):
-        return _dense_solve(self._diagonal(block).T, -b)
-
-
-def _class_variables(schedule: Schedule, block, c) -> np.ndarray:
-    """The block's variables of class c, in the order of u."""
-    variables = block.variables
-    return variables[schedule.var_class[variables] == c]
+    def tangent(self, group, member, b):
+        return _dense_solve(self._diagonal(group, member).T, -b)
 
 
 def _dense_solve(M, rhs):

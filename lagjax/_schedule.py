@@ -34,7 +34,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lagjax import _records
+from lagjax import _block_groups, _records
+from lagjax._block_groups import Block, BlockGroup
 from lagjax._grouping import Group
 
 # The cost model of one scan step, in nanoseconds, measured on CPU (XLA, 2 cores), for the forward
@@ -46,34 +47,6 @@ DYNAMIC_READS_MAX_WIDTH = 2
 _DYNAMIC_STEP_NS, _DYNAMIC_READ_NS = 10.0, 22.0
 _GATHER_STEP_NS, _GATHER_STEP_NS_PER_VARIABLE = 1000.0, 0.006
 _LANE_NS = 30.0
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Block:
-    """A cyclic block: the variables `names` (indices `variables`) of one strongly connected
-    component with a cycle, defined by the constraints `constraints` (positions), solved as one.
-
-    `u` is the block's variables flattened, class after class (`classes`, in order), each class's
-    variables in index order: `rows[c]` are their rows in class c, `offsets[c]` where they start in u.
-    Per group holding some of its constraints (`groups`): `members[g]` their ranks among the group's
-    members, `out[g]` their variables' positions among the block's variables of the output class,
-    and per argument `inside[g]` (whether it is a variable of the block), `at[g]` (its position
-    among the block's variables of its class if inside, else its row in its class).
-    """
-
-    index: int
-    variables: np.ndarray
-    names: tuple
-    constraints: np.ndarray
-    classes: tuple[int, ...]
-    rows: dict
-    offsets: dict
-    size: int
-    groups: tuple[int, ...]
-    members: dict
-    out: dict
-    inside: dict
-    at: dict
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -89,8 +62,9 @@ class Schedule:
       groups: the `Group`s; `group_class[g]` the class of group g's values, `arg_class[g]` its arguments'.
       var_class, var_row: (n,) each variable's class and row.
       class_vars: per class, its variables in index order (their rows: `var_row[class_vars[c]]`).
-      blocks: the cyclic `Block`s, dependencies first.
-      segments: (begin, end, block) per segment: steps begin..end-1, then block (an index, or -1).
+      blocks: the cyclic `Block`s, dependencies first; `block_groups` the `BlockGroup`s they form.
+      segments: (begin, end, group, step) per segment: steps begin..end-1, then block step `step` of
+        block group `group` (-1: none).
       step_group: (S,) each step's group; `step_member` (S,) whether its lanes are a block's constraints.
       out: (S, width) the variable of each lane; n for padding lanes.
       start: (S, C) where each step writes in each class (a spare row for classes it does not write).
@@ -126,6 +100,7 @@ class Schedule:
     var_row: np.ndarray
     class_vars: tuple
     blocks: tuple[Block, ...]
+    block_groups: tuple[BlockGroup, ...]
     segments: tuple
     step_group: np.ndarray
     step_member: np.ndarray
@@ -169,12 +144,13 @@ class Schedule:
 
     def tables(self) -> dict:
         """The arrays the traced sweeps read, as a pytree (passed as arguments, not constants)."""
-        segments = np.asarray(self.segments, np.int32).reshape(-1, 3)
+        segments = np.asarray(self.segments, np.int32).reshape(-1, 4)
         return dict(
             forward_branch=self.forward_branch,
             substitution_branch=self.substitution_branch,
             lane_args=self.lane_args,
-            segments=(segments[:, 0], segments[:, 1], segments[:, 2]),
+            segments=tuple(segments.T),
+            block_groups=[group.tables() for group in self.block_groups],
             group_vars=[np.asarray(v, np.int32) for v in self.group_vars],
             group_args=[np.asarray(a, np.int32) for a in self.group_args],
             out=self.out,
@@ -355,18 +331,17 @@ def build(
     member_rank = np.zeros(n, np.int64)
     for variables in group_vars:
         member_rank[variables] = np.arange(variables.size)
-    block_records = tuple(
-        _block(b, variables, d, table, class_shapes, var_class, var_row, member_rank, names) for b, variables in enumerate(blocks)
-    )
+    block_records, block_groups = _block_groups.build(blocks, d, table, class_shapes, var_class, var_row, member_rank, level, names)
+    # a segment per block step, in level order: the steps up to its level, then the block step
+    block_steps = sorted((int(lv), bg.index, t) for bg in block_groups for t, lv in enumerate(bg.step_level.tolist()))
     segments = []
     begin = 0
-    block_level = [int(level[variables[0]]) for variables in blocks]
-    for b in sorted(range(len(blocks)), key=lambda b: (block_level[b], b)):
-        end = int(np.searchsorted(step_level, block_level[b], side="right"))
-        segments.append((begin, end, b))
+    for lv, bg, t in block_steps:
+        end = int(np.searchsorted(step_level, lv, side="right"))
+        segments.append((begin, end, bg, t))
         begin = end
     if begin < S or not segments:
-        segments.append((begin, S, -1))
+        segments.append((begin, S, -1, 0))
 
     forward_branch = np.where(step_member, G, step_group)  # a block's constraints: the "skip" branch
     vector_groups = [g for g in range(G) if not groups[g].scalar]
@@ -392,6 +367,7 @@ def build(
         var_row=i32(var_row),
         class_vars=tuple(np.flatnonzero(var_class == c) for c in range(C)),
         blocks=block_records,
+        block_groups=block_groups,
         segments=tuple(segments),
         step_group=i32(step_group),
         step_member=step_member,
@@ -415,46 +391,6 @@ def build(
         scalar_groups=scalar_groups,
         lane_source=i32(lane_source),
         active=active,
-    )
-
-
-def _block(b, variables, d, table, class_shapes, var_class, var_row, member_rank, names) -> Block:
-    """The tables of one cyclic block (see `Block`); `table`: the constraints' `_records.Table`,
-    `member_rank` (n,) each variable's rank among its group's members."""
-    variables = np.sort(np.asarray(variables, np.int64))
-    classes = tuple(sorted(set(var_class[variables].tolist())))
-    position = np.zeros(var_class.size, np.int64)  # of the block's variables: among its variables of their class
-    rows, offsets, size = {}, {}, 0
-    for c in classes:
-        mine = variables[var_class[variables] == c]
-        rows[c] = var_row[mine].astype(np.int32)
-        offsets[c] = size
-        size += mine.size * math.prod(class_shapes[c])
-        position[mine] = np.arange(mine.size)
-    cons = variables - d
-    members, out, inside, at = {}, {}, {}, {}
-    for g in np.unique(table.group[cons]).tolist():
-        cs = cons[table.group[cons] == g]
-        members[g] = member_rank[d + cs].astype(np.int32)
-        out[g] = position[d + cs].astype(np.int32)
-        a = table.args[cs, : int(table.arity[cs].max())]
-        ins = np.isin(a, variables)
-        inside[g] = ins
-        at[g] = np.where(ins, position[a], var_row[a]).astype(np.int32)
-    return Block(
-        index=b,
-        variables=variables,
-        names=tuple(names[v] for v in variables.tolist()),
-        constraints=cons,
-        classes=classes,
-        rows=rows,
-        offsets=offsets,
-        size=size,
-        groups=tuple(sorted(members)),
-        members=members,
-        out=out,
-        inside=inside,
-        at=at,
     )
 
 

@@ -98,12 +98,15 @@ def _step_tables(schedule: Schedule, tables: dict, extra: dict | None = None) ->
 
 
 def _loop(schedule: Schedule, tables: dict, step: Callable, carry, xs: dict, block: Callable | None, reverse: bool):
-    """Run `step` over the steps; with cyclic blocks, segment by segment with `block(b, carry)` at each
-    segment's end (at its start, in reverse). Returns `(carry, infos)`: one `Info` per segment."""
+    """Run `step` over the steps; with cyclic blocks, segment by segment with `block(group, step,
+    valid, carry)` at each segment's end (at its start, in reverse), a block step of one block group.
+    Returns `(carry, report)`: the `Info` of every block, fields `(num_blocks,)`."""
+    dtype = jax.tree.leaves(carry)[0].dtype
+    report = no_report(len(schedule.blocks), dtype)
     if not schedule.blocks:
         if schedule.num_steps:
             carry, _ = lax.scan(lambda c, x: (step(c, x), None), carry, xs, reverse=reverse)
-        return carry, None
+        return carry, report
 
     def run_steps(carry, begin, end):
         def body(j, carry):
@@ -112,27 +115,42 @@ def _loop(schedule: Schedule, tables: dict, step: Callable, carry, xs: dict, blo
 
         return lax.fori_loop(0, end - begin, body, carry)
 
-    def no_block(carry):
-        dtype = jax.tree.leaves(carry)[0].dtype
-        return carry, _cyclic.Info(jnp.int32(0), jnp.zeros((), dtype), jnp.int32(0), jnp.full((), jnp.nan, dtype))
+    def solve_block_step(group):
+        def run(state, t):
+            carry, report = state
+            members, valid = _blocks.lanes(tables, group, t)
+            carry, info = block(group, members, valid, carry)
+            ids = jnp.where(valid, tables["block_groups"][group.index]["blocks"][members], len(schedule.blocks))
+            report = jax.tree.map(lambda r, i: r.at[ids].set(i.astype(r.dtype), mode="drop"), report, info)
+            return carry, report
 
-    branches = [no_block] + [lambda carry, b=b: block(b, carry) for b in range(len(schedule.blocks))]
+        return run
 
-    def segment(carry, seg):
-        begin, end, b = seg
+    branches = [lambda state, t: state] + [solve_block_step(group) for group in schedule.block_groups]
+
+    def segment(state, seg):
+        begin, end, group, t = seg
+        carry, report = state
         if not reverse:
             carry = run_steps(carry, begin, end)
-        carry, info = lax.switch(b + 1, branches, carry)
+        carry, report = lax.switch(group + 1, branches, (carry, report), t)
         if reverse:
             carry = run_steps(carry, begin, end)
-        return carry, info
+        return (carry, report), None
 
-    return lax.scan(segment, carry, tables["segments"], reverse=reverse)
+    (carry, report), _ = lax.scan(segment, (carry, report), tables["segments"], reverse=reverse)
+    return carry, report
+
+
+def no_report(num_blocks: int, dtype) -> _cyclic.Info:
+    """Every block's `Info` before it is solved: success, nothing done, no condition estimate."""
+    zeros = jnp.zeros((num_blocks,), jnp.int32)
+    return _cyclic.Info(zeros, jnp.zeros((num_blocks,), dtype), zeros, jnp.full((num_blocks,), jnp.nan, dtype))
 
 
 def _poisoned(u: jax.Array, info: _cyclic.Info) -> jax.Array:
-    """`u`, or NaN where the block's solve failed: a failed block never passes for a result."""
-    return jnp.where(info.status == _cyclic.SUCCESS, u, jnp.nan)
+    """`u` `(width, size)`, or NaN at the members whose solve failed: a failed block never passes for a result."""
+    return jnp.where((info.status == _cyclic.SUCCESS)[:, None], u, jnp.nan)
 
 
 # --- the forward pass ---------------------------------------------------------------------------
@@ -167,11 +185,12 @@ def solve(schedule: Schedule, tables: dict, z0: list, solver: _cyclic.Solver, in
         outs = lax.switch(t["group"], branches, z, t) if len(branches) > 1 else branches[0](z, t)
         return _write(z, written, outs, t["start"])
 
-    def block(b, z):
-        blk = schedule.blocks[b]
-        F = _blocks.function(schedule, tables, blk, z)
-        u, info = _cyclic.find_root(F, init[b].astype(dtype), solver)
-        return _blocks.scatter(schedule, blk, z, _poisoned(u, info)), info
+    def block(group, members, valid, z):
+        def one(member, u0):
+            return _cyclic.find_root(_blocks.function(schedule, tables, group, member, z), u0, solver)
+
+        u, info = _blocks.over_lanes(one, group.width)(members, init[group.index][members].astype(dtype))
+        return _blocks.scatter(schedule, tables, group, members, valid, z, _poisoned(u, info)), info
 
     xs = _step_tables(schedule, tables, dict(group=tables["forward_branch"]))
     return _loop(schedule, tables, step, list(z0), xs, block, reverse=False)
@@ -234,10 +253,10 @@ def back_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple[li
             lam[c] = lam[c].at[t["scatter"][c]].add(part, mode="clip")  # in bounds: no select, no copy
         return lam
 
-    def block(b, lam):
-        blk = schedule.blocks[b]
-        w, info = maps.adjoint(blk, _blocks.gather(schedule, blk, lam))
-        return _blocks.scatter(schedule, blk, lam, _poisoned(w, info)), info
+    def block(group, members, valid, lam):
+        c = _blocks.gather(schedule, tables, group, members, lam)
+        w, info = _blocks.over_lanes(lambda member, c: maps.adjoint(group, member, c), group.width)(members, c)
+        return _blocks.scatter(schedule, tables, group, members, valid, lam, _poisoned(w, info)), info
 
     extra = dict(group=tables["substitution_branch"], P=maps.step_partials, scatter={c: tables["scatter"][c] for c in targets})
     xs = _step_tables(schedule, tables, extra)
@@ -285,10 +304,10 @@ def forward_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple
         outs = lax.switch(s["group"], branches, t, owns, s) if len(branches) > 1 else branches[0](t, owns, s)
         return _write(t, written, outs, s["start"])
 
-    def block(b, t):
-        blk = schedule.blocks[b]
-        w, info = maps.tangent(blk, _blocks.gather(schedule, blk, t))
-        return _blocks.scatter(schedule, blk, t, _poisoned(w, info)), info
+    def block(group, members, valid, t):
+        b = _blocks.gather(schedule, tables, group, members, t)
+        w, info = _blocks.over_lanes(lambda member, b: maps.tangent(group, member, b), group.width)(members, b)
+        return _blocks.scatter(schedule, tables, group, members, valid, t, _poisoned(w, info)), info
 
     xs = _step_tables(schedule, tables, dict(group=tables["substitution_branch"], P=maps.step_partials))
     return _loop(schedule, tables, step, list(v), xs, block, reverse=False)

@@ -53,7 +53,7 @@ def test_tables_hold_each_constraint_once_in_a_valid_order(program):
         lanes = s.out[step][s.out[step] < comp.n]
         assert len({level[v] for v in lanes}) == 1, "a step's lanes are independent (one level)"
     assert s.depth == level.max()
-    assert s.segments == ((0, s.num_steps, -1),), "no cycle: one segment"
+    assert s.segments == ((0, s.num_steps, -1, 0),), "no cycle: one segment"
 
 
 def test_cyclic_blocks_end_their_segments_and_their_lanes_are_masked():
@@ -66,8 +66,9 @@ def test_cyclic_blocks_end_their_segments_and_their_lanes_are_masked():
     s = comp.schedule
     _check_tables(comp)
     assert [b.names for b in comp.blocks] == [("a", "b"), ("u",)]
-    (begin0, end0, b0), (begin1, end1, b1) = s.segments[:2]
-    assert (b0, b1) == (0, 1) and begin1 == end0
+    (begin0, end0, g0, t0), (begin1, end1, g1, t1) = s.segments[:2]
+    assert [b.group for b in comp.blocks] == [0, 1], "two structures: two block groups"
+    assert (g0, t0, g1, t1) == (0, 0, 1, 0) and begin1 == end0
     step_of = {int(v): step for step in range(s.num_steps) for v in s.out[step] if v < comp.n}
     index = {name: i for i, name in enumerate(comp.names)}
     assert step_of[index["a"]] < end0 and step_of[index["b"]] < end0 <= step_of[index["c"]] < end1
@@ -106,7 +107,7 @@ def test_choose_width():
 
 # The layers of DESIGN.md, lowest first: a module may import only modules of its own layer or below.
 LAYERS = [
-    {"_components", "_grouping", "_signature", "_layout", "_records", "_bulk"},  # builder helpers, structure, storage
+    {"_components", "_grouping", "_signature", "_layout", "_records", "_bulk", "_block_groups"},  # builder helpers, structure, storage
     {"_program"},  # the builder
     {"_schedule"},  # the schedule
     {"_cyclic", "_local"},  # solvers of one block; local quantities

@@ -47,9 +47,16 @@ class Status(enum.IntEnum):
     NOT_CONVERGED = 1
     SINGULAR = 2
     NONFINITE = 3
+    ILL_CONDITIONED = 4
 
 
-SUCCESS, NOT_CONVERGED, SINGULAR, NONFINITE = Status.SUCCESS, Status.NOT_CONVERGED, Status.SINGULAR, Status.NONFINITE
+SUCCESS, NOT_CONVERGED, SINGULAR, NONFINITE, ILL_CONDITIONED = (
+    Status.SUCCESS,
+    Status.NOT_CONVERGED,
+    Status.SINGULAR,
+    Status.NONFINITE,
+    Status.ILL_CONDITIONED,
+)
 
 MESSAGES = {
     Status.SUCCESS: "converged",
@@ -63,7 +70,25 @@ MESSAGES = {
         "`Solver.krylov_max` iterations"
     ),
     Status.NONFINITE: "NaN or inf in the iterate, F(u), the Jacobian, or the right-hand side",
+    Status.ILL_CONDITIONED: (
+        "the values are kept but are inaccurate: the block's Jacobian I - ∂F/∂u is ill-conditioned at the "
+        "solution (`info.condition` above `Solver.max_condition`: a multiple root such as y = y - y² at 0, or "
+        "a variable barely determined by its equations), or Newton's steps stopped shrinking before they met "
+        "the tolerance. The root is then only accurate to about `info.condition` × (`info.residual` + "
+        "rounding of F(u) - u) in the max-norm (a small multiple of it at a multiple root, up to a factor m "
+        "between norms), and the multipliers or tangents to a relative error of about `info.condition` × "
+        "machine epsilon, more where the root's own error changes ∂F/∂u"
+    ),
 }
+
+
+def usable(status) -> jax.Array:
+    """Whether a block's values can be used: a bool array, True for SUCCESS and ILL_CONDITIONED.
+
+    ILL_CONDITIONED values are kept (less accurate, see `MESSAGES`); every other code means no value.
+    """
+    status = jnp.asarray(status)
+    return (status == SUCCESS) | (status == ILL_CONDITIONED)
 
 
 def message(status) -> str:
@@ -83,8 +108,10 @@ class Info(NamedTuple):
         (`solve_adjoint`, `solve_tangent`); in the dtype of the solve.
       steps: int32, Newton steps (`find_root`), GMRES restart cycles (matrix-free linear solves), or 0
         (a dense linear solve: one LU factorisation).
-      condition: the estimated condition of the block at the returned point (see `find_root`); NaN
-        where it is not estimated (matrix-free blocks), in the dtype of the solve.
+      condition: dense blocks, the estimated condition of the block at the returned point,
+        `max(1, ‖I − J‖₁) · ‖(I − J)⁻¹‖₁` (see `find_root`; inf where I − J is singular in floating
+        point, NaN where it is not finite); NaN on matrix-free blocks (not estimated: there the adjoint
+        or tangent solve's status reports a singular operator). In the dtype of the solve.
     """
 
     status: jax.Array
@@ -114,6 +141,12 @@ class Solver(NamedTuple):
         O(restart² · m) besides the products; on sparse blocks (an MDP, m = 10³–10⁴, CPU) 20 ran faster
         than 50 and used less memory, the restarts costing few extra iterations. Raise it for
         ill-conditioned blocks that stagnate between restarts.
+      max_condition: dense blocks, the condition estimate (`Info.condition`) above which a root or a
+        linear solve is reported `ILL_CONDITIONED` (values kept). None: `1 / sqrt(eps)` of the dtype
+        (6.7e7 for float64, 2.9e3 for float32): past it the root is only known to about condition ×
+        residual (larger than the tolerance unless the residual is far below it) and the multipliers and
+        tangents to about condition × eps relative, i.e. fewer than half the digits of the dtype.
+        `float("inf")` never flags on the estimate (the step test of `find_root` still does). >= 1.
     """
 
     rtol: float | None = None
@@ -122,6 +155,7 @@ class Solver(NamedTuple):
     dense_max: int = 128
     krylov_max: int = 500
     krylov_restart: int = 20
+    max_condition: float | None = None
 
 
 _DEFAULT_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
@@ -130,6 +164,8 @@ _DEFAULT_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 _MAX_HALVINGS = 8
 # Newton–Krylov solves each Newton system only to this fraction of the current residual.
 _FORCING = 1e-3
+# Dense linear solves given factors: at most this many LU passes (the solve and its refinements).
+_MAX_PASSES = 4
 # A GMRES restart cycle that does not reduce the residual's 2-norm by 0.1 % is taken as stagnation.
 _STAGNATION = 0.999
 
@@ -157,6 +193,12 @@ def check_solver(solver: Solver) -> Solver:
             )
         if value < lowest:
             raise ValueError(f"`Solver.{name}` must be >= {lowest}, got {value}.")
+    value = solver.max_condition
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"`Solver.max_condition` must be a Python float or None (a static option), got {value!r}.")
+        if not value >= 1:  # NaN refused too; inf allowed (never flag on the estimate)
+            raise ValueError(f"`Solver.max_condition` must be >= 1 (a condition number is), or None; got {value!r}.")
     return solver
 
 
@@ -169,6 +211,13 @@ def tolerances(solver: Solver, dtype) -> tuple[float, float]:
     return rtol, atol
 
 
+def condition_limit(solver: Solver, dtype) -> float:
+    """`solver.max_condition` for `dtype`, the default `1 / sqrt(eps)` filled in."""
+    if solver.max_condition is not None:
+        return float(solver.max_condition)
+    return float(1 / np.sqrt(np.finfo(np.dtype(dtype)).eps))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Forward: the block's constraints G(u) = F(u) − u = 0, by Newton's method.
 #
@@ -178,31 +227,72 @@ def tolerances(solver: Solver, dtype) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver()) -> tuple[jax.Array, Info]:
+class Factors(NamedTuple):
+    """The LU factorisation of `I − J` at a block's last Newton point, for the linear solves that follow.
+
+    Returned by `find_root(..., return_factors=True)` and accepted by `solve_adjoint` and
+    `solve_tangent` (`factors=`), which then form no Jacobian and factor nothing. A pytree of arrays:
+    batched under `jax.vmap`, carried by `lax.scan`, returned by the branches of `lax.switch`.
+
+    Dense blocks: `lu` (m, m) and `pivots` (m,) are `lu_factor(I − J)` at the last point where `find_root`
+    evaluated J (the root before its final polishing step, so J differs from J at the returned root
+    by about the size of that step: the solves refine against the exact product at u), `norm1` and
+    `norm_inf` are `‖I − J‖₁`, `‖I − J‖∞` there, `inverse_norm1` Hager's estimate of `‖(I − J)⁻¹‖₁`.
+    Matrix-free blocks: a placeholder of fixed structure, `lu` of shape (0, 0), `pivots` (0,), the
+    norms NaN; the solves ignore it (GMRES on the exact products).
+    """
+
+    lu: jax.Array
+    pivots: jax.Array
+    norm1: jax.Array
+    norm_inf: jax.Array
+    inverse_norm1: jax.Array
+
+
+def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_factors: bool = False):
     """Solve u = F(u) for one cyclic block by (damped) Newton's method.
 
     Args:
       F: (m,) -> (m,), the block's definitions (other variables closed over); its output is cast to u0's dtype.
       u0: (m,) the initial guess; its float dtype is the dtype of the solve.
       solver: the options (`Solver`).
+      return_factors: also return the `Factors` of I − J (dense blocks: the LU at the last Newton
+        point; matrix-free: a placeholder), for `solve_adjoint` and `solve_tangent` to reuse.
 
     Returns:
-      `(u, info)`: u (m,), the last iterate; `info.residual = max|F(u) − u|` there, `info.steps` the
-      Newton steps taken. `info.status`:
-        SUCCESS: `max|F(u) − u| <= atol + rtol · max|u|` (and, dense, I − J regular at u);
-        NOT_CONVERGED: `solver.max_steps` steps without meeting the tolerance;
+      `(u, info)`, or `(u, info, factors)` with `return_factors`: u (m,), the last iterate;
+      `info.residual = max|F(u) − u|` at the last point checked, `info.steps` the Newton steps taken,
+      `info.condition` (dense) `max(1, ‖I − J‖₁) · ‖(I − J)⁻¹‖₁` there: the amplification of an error in
+      the block's equations into its variables, never below the condition number κ₁(I − J), and unlike
+      it not 1 for every 1 × 1 block (a double root y = y − y² has I − J = 2y → 0). NaN matrix-free.
+
+      The tolerance is `tol = atol + rtol · max|u|`. Dense blocks converge when the residual
+      `max|F(u) − u|` and the Newton step at u, `max|δ|` with `(I − J) δ = F(u) − u` (from the LU already
+      at hand), are both <= tol: at a regular root the step test costs at most one more step (quadratic
+      convergence); at a multiple root Newton only converges linearly and the step is the honest
+      measure of the remaining error. The returned root then gets that step (polishing, free).
+      `info.status`:
+        SUCCESS: converged, and (dense) `info.condition <= Solver.max_condition`;
+        ILL_CONDITIONED (dense; values kept): the residual test is met but `info.condition` exceeds
+          `max_condition`, or the step test could not be met: the steps stopped shrinking while still
+          above both the tolerance and the rounding floor (‖(I − J)⁻¹‖₁ times the rounding of F(u) − u),
+          or `max_steps` ran out. The root is then accurate to about condition × residual (`MESSAGES`);
+        NOT_CONVERGED: `solver.max_steps` steps without meeting the residual test;
         SINGULAR: dense blocks, I − J at the returned root has a reciprocal condition number below
           m · eps, or a Newton step was not finite (I − J singular at an iterate); matrix-free blocks,
           out of steps with the last Newton system unsolved. The conditioning of a matrix-free block
-          at its root is not estimated here: the adjoint or tangent solve that follows reports it;
+          at its root is not estimated here (SUCCESS on the residual test alone, condition NaN): the
+          adjoint or tangent solve that follows reports it;
         NONFINITE: NaN or inf in u, F(u) or (dense) the Jacobian.
     """
     G, u0 = _check_block(F, u0, "u0")
     solver = check_solver(solver)
     m, dtype = u0.shape[0], u0.dtype
     rtol, atol = tolerances(solver, dtype)
+    eps = float(np.finfo(dtype).eps)
     dense = m <= solver.dense_max
     eye = jnp.eye(m, dtype=dtype)
+    inf = jnp.full((), jnp.inf, dtype)
 
     def evaluate(u):
         """G(u), and I − J at u LU-factored with its 1-norm (dense; placeholders when matrix-free)."""
@@ -210,57 +300,87 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver()) -> tuple[ja
             return G(u), (jnp.zeros((), dtype), jnp.zeros((), jnp.int32)), jnp.zeros((), dtype)
         g, J = G(u), jax.jacfwd(F)(u).astype(dtype)
         A = eye - J
-        return g, lu_factor(A), _norm1(A)
+        return g, lu_factor(A), A
 
     def newton_step(u, g, lu):
-        """δ with (I − J) δ = g, and whether the linear solve succeeded."""
-        if dense:
-            delta = lu_solve(lu, g)
-            return delta, _all_finite(delta)
+        """δ with (I − J) δ = g, and whether the linear solve succeeded (matrix-free: GMRES)."""
         _, jvp = jax.linearize(G, u)  # the linearisation of G is v ↦ J v − v = −(I − J) v
         target = jnp.maximum(_FORCING * _max_norm(g), 0.1 * atol)
         delta, residual, _ = _gmres(lambda v: -jvp(v), g, target, solver)
         return delta, residual <= target
 
-    def status_of(u, g, norm_A, steps, solved):
-        """RUNNING (-1) or a `Status` code at the iterate u after `steps` steps, the most severe first."""
-        finite = _all_finite(u) & _all_finite(g) & jnp.isfinite(norm_A)  # ‖I − J‖₁: J finite
-        status = jnp.where(steps >= solver.max_steps, jnp.int32(NOT_CONVERGED), jnp.int32(-1))
+    def status_of(u, g, A, delta, steps, solved, previous):
+        """RUNNING (-1) or a `Status` code at the iterate u after `steps` steps, the most severe first.
+
+        Dense: `delta` is the Newton step at u, `previous` the size of the one that led to u."""
+        finite = _all_finite(u) & _all_finite(g) & (_all_finite(A) if dense else True)
+        tol = atol + rtol * _max_norm(u)
+        converged = _max_norm(g) <= tol
+        out_of_steps = steps >= solver.max_steps
+        status = jnp.where(out_of_steps, jnp.int32(NOT_CONVERGED), jnp.int32(-1))
         if dense:  # a non-finite Newton step with a finite I − J: singular, stop now
-            status = jnp.where(solved, status, jnp.int32(SINGULAR))
+            size = _max_norm(delta)
+            status = jnp.where(_all_finite(delta), status, jnp.int32(SINGULAR))
+            # the residual is small but the step is not: go on while the steps shrink (a regular root
+            # squares them, a multiple root shrinks them by a constant factor); once they stop, or out
+            # of steps, the root is as good as it gets: ILL_CONDITIONED, unless that step is rounding
+            # (decided after the loop, where ‖(I − J)⁻¹‖ is estimated)
+            stalled = ~(size < previous) | out_of_steps
+            status = jnp.where(converged & stalled, jnp.int32(ILL_CONDITIONED), status)
+            converged = converged & (size <= tol)
         else:  # Newton–Krylov tolerates inexact steps; out of steps after a failed one: singular
             status = jnp.where(solved | (status != NOT_CONVERGED), status, jnp.int32(SINGULAR))
-        converged = _max_norm(g) <= atol + rtol * _max_norm(u)
         status = jnp.where(converged, jnp.int32(SUCCESS), status)
         return jnp.where(finite, status, jnp.int32(NONFINITE))
 
-    def step(u, g, lu):
+    def step(u, g, lu, delta):
+        if dense:  # a non-finite δ stops the loop before a step (SINGULAR)
+            return _damped(G, u, g, delta), jnp.bool_(True)
         delta, solved = newton_step(u, g, lu)
-        # a failed dense solve (non-finite δ) keeps u; an inexact Krylov step is still tried
-        move = solved if dense else _all_finite(delta)
-        return jnp.where(move, _damped(G, u, g, delta), u), solved
+        # an inexact Krylov step is still tried
+        return jnp.where(_all_finite(delta), _damped(G, u, g, delta), u), solved
 
     # One evaluation site: evaluate at u, stop there or take a step (evaluated in the next pass).
     def body(state):
-        u, steps, solved, _ = state
-        g, lu, norm_A = evaluate(u)
-        status = status_of(u, g, norm_A, steps, solved)
+        u, steps, solved, previous, _ = state
+        g, lu, A = evaluate(u)
+        delta = lu_solve(lu, g) if dense else jnp.zeros_like(u)  # dense: the step, computed once
+        status = status_of(u, g, A, delta, steps, solved, previous)
         running = status < 0
-        u, solved = lax.cond(running, step, lambda u, g, lu: (u, solved), u, g, lu)
-        return u, steps + running.astype(jnp.int32), solved, (status, g, lu, norm_A)
+        u, solved = lax.cond(running, step, lambda u, g, lu, delta: (u, solved), u, g, lu, delta)
+        size = jnp.where(running, _max_norm(delta), previous)
+        return u, steps + running.astype(jnp.int32), solved, size, (status, g, lu, A, delta)
 
-    _, lu0, norm0 = jax.eval_shape(evaluate, u0)
-    last0 = (jnp.int32(-1), jnp.zeros_like(u0), _zeros_like(lu0), _zeros_like(norm0))
-    u, steps, _, (status, g, lu, norm_A) = lax.while_loop(lambda state: state[-1][0] < 0, body, (u0, jnp.int32(0), jnp.bool_(True), last0))
-    if dense:  # a root is not enough: the block must determine its variables there
-        rcond = _reciprocal_condition(lu, norm_A)
-        status = jnp.where((status == SUCCESS) & (rcond < m * jnp.finfo(dtype).eps), jnp.int32(SINGULAR), status)
+    _, lu0, A0 = jax.eval_shape(evaluate, u0)
+    last0 = (jnp.int32(-1), jnp.zeros_like(u0), _zeros_like(lu0), _zeros_like(A0), jnp.zeros_like(u0))
+    state0 = (u0, jnp.int32(0), jnp.bool_(True), inf, last0)
+    u, steps, _, _, (status, g, lu, A, delta) = lax.while_loop(lambda state: state[-1][0] < 0, body, state0)
+    residual = _max_norm(g)
+    if not dense:
+        condition = jnp.full((), jnp.nan, dtype)
+        factors = Factors(jnp.zeros((0, 0), dtype), jnp.zeros((0,), jnp.int32), condition, condition, condition)
+    else:
+        factors = Factors(*lu, _norm1(A), _norm_inf(A), _inverse_norm1(lu))
+        condition = _condition(factors)
+        kept = usable(status)
+        # a stalled step no larger than rounding can make it: the root is as good as the dtype allows
+        noise = 4 * m * eps * factors.inverse_norm1 * jnp.maximum(_max_norm(u), _max_norm(g + u))
+        rounding = (status == ILL_CONDITIONED) & (_max_norm(delta) <= noise)
+        status = jnp.where(rounding, jnp.int32(SUCCESS), status)
+        # a root is not enough: the block must determine its variables there
+        status = jnp.where(kept & _singular(factors, m, eps), jnp.int32(SINGULAR), status)
+        status = jnp.where((status == SUCCESS) & ~(condition <= condition_limit(solver, dtype)), jnp.int32(ILL_CONDITIONED), status)
         # One more Newton step with the factorisation already at hand: the tolerance bounds the
         # residual where the loop stopped; this step squares it (near machine precision) at the
-        # cost of one triangular solve. The reported residual stays the one that was checked.
-        polished = u + lu_solve(lu, g)
+        # cost of nothing (δ is computed). The reported residual stays the one that was checked.
+        # Not for ILL_CONDITIONED roots: there J moves with the step as much as I − J is worth (a
+        # double root halves both the error and I − J), so the residual, the condition and the factors
+        # reported would describe another point; the root stays where they were evaluated.
+        polished = u + delta
         u = jnp.where((status == SUCCESS) & _all_finite(polished), polished, u)
-    return u, Info(status, _max_norm(g), steps, jnp.full((), jnp.nan, dtype))
+        condition = jnp.where(status == NONFINITE, jnp.nan, condition)
+    info = Info(status, residual, steps, condition)
+    return (u, info, factors) if return_factors else (u, info)
 
 
 def _damped(G, u, g, delta):
@@ -290,7 +410,9 @@ def _damped(G, u, g, delta):
 # ---------------------------------------------------------------------------------------------------
 
 
-def solve_adjoint(F: Callable, u: jax.Array, c: jax.Array, solver: Solver = Solver()) -> tuple[jax.Array, Info]:
+def solve_adjoint(
+    F: Callable, u: jax.Array, c: jax.Array, solver: Solver = Solver(), factors: Factors | None = None
+) -> tuple[jax.Array, Info]:
     """Solve (I − J)ᵀ w = c, J = ∂F/∂u at u: the multipliers of one cyclic block.
 
     Args:
@@ -298,11 +420,17 @@ def solve_adjoint(F: Callable, u: jax.Array, c: jax.Array, solver: Solver = Solv
       u: (m,) the point (the block's solution).
       c: (m,) the right-hand side; its dtype is the dtype of the solve (u is cast to it).
       solver: the options (`Solver`).
+      factors: dense blocks, the `Factors` from `find_root(..., return_factors=True)` at this root: no
+        Jacobian is formed and nothing factored; the LU solve is refined by one step against the exact
+        product at u, and the condition is the one estimated there. None: I − J is formed (`jax.jacfwd`)
+        and factored at u. Ignored by matrix-free blocks.
 
     Returns:
-      `(w, info)`: w (m,); `info.residual = max|c − (I − J)ᵀ w|`.
+      `(w, info)`: w (m,); `info.residual = max|c − (I − J)ᵀ w|`. `info.status`:
+      SUCCESS, or (dense) ILL_CONDITIONED when `info.condition` (of I − J, as in `find_root`) exceeds
+      `Solver.max_condition`, values kept; SINGULAR, NONFINITE (see the module docstring).
     """
-    return _solve_linear(F, u, c, solver, transpose=True)
+    return _solve_linear(F, u, c, solver, factors, transpose=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,7 +439,9 @@ def solve_adjoint(F: Callable, u: jax.Array, c: jax.Array, solver: Solver = Solv
 # ---------------------------------------------------------------------------------------------------
 
 
-def solve_tangent(F: Callable, u: jax.Array, b: jax.Array, solver: Solver = Solver()) -> tuple[jax.Array, Info]:
+def solve_tangent(
+    F: Callable, u: jax.Array, b: jax.Array, solver: Solver = Solver(), factors: Factors | None = None
+) -> tuple[jax.Array, Info]:
     """Solve (I − J) t = b, J = ∂F/∂u at u: the tangents of one cyclic block.
 
     Args:
@@ -319,49 +449,96 @@ def solve_tangent(F: Callable, u: jax.Array, b: jax.Array, solver: Solver = Solv
       u: (m,) the point (the block's solution).
       b: (m,) the right-hand side; its dtype is the dtype of the solve (u is cast to it).
       solver: the options (`Solver`).
+      factors: dense blocks, the `Factors` from `find_root(..., return_factors=True)` at this root: no
+        Jacobian is formed and nothing factored; the LU solve is refined by one step against the exact
+        product at u, and the condition is the one estimated there. None: I − J is formed (`jax.jacfwd`)
+        and factored at u. Ignored by matrix-free blocks.
 
     Returns:
-      `(t, info)`: t (m,); `info.residual = max|b − (I − J) t|`.
+      `(t, info)`: t (m,); `info.residual = max|b − (I − J) t|`. `info.status`:
+      SUCCESS, or (dense) ILL_CONDITIONED when `info.condition` (of I − J, as in `find_root`) exceeds
+      `Solver.max_condition`, values kept; SINGULAR, NONFINITE (see the module docstring).
     """
-    return _solve_linear(F, u, b, solver, transpose=False)
+    return _solve_linear(F, u, b, solver, factors, transpose=False)
 
 
-def _solve_linear(F, u, rhs, solver, transpose):
+def _solve_linear(F, u, rhs, solver, factors, transpose):
     """(I − J)ᵀ x = rhs (transpose) or (I − J) x = rhs: dense LU for small blocks, GMRES for large."""
     G, rhs = _check_block(F, rhs, "c" if transpose else "b")
     u = _check_point(u, rhs)
     solver = check_solver(solver)
     m, dtype = rhs.shape[0], rhs.dtype
+    eps = float(np.finfo(dtype).eps)
     rtol, _ = tolerances(solver, dtype)
     target = rtol * _max_norm(rhs)
     finite_in = _all_finite(rhs) & _all_finite(u)
 
     if m <= solver.dense_max:
-        A = jnp.eye(m, dtype=dtype) - jax.jacfwd(F)(u).astype(dtype)
-        A = A.T if transpose else A
-        lu = lu_factor(A)
-        x = lu_solve(lu, rhs)
-        residual = _max_norm(rhs - A @ x)
+        if factors is None:  # I − J at u, exact: the products below are the dense matrix's
+            A = jnp.eye(m, dtype=dtype) - jax.jacfwd(F)(u).astype(dtype)
+            lu = lu_factor(A)
+            factors = Factors(*lu, _norm1(A), _norm_inf(A), _inverse_norm1(lu))
+            matvec = (lambda x: x @ A) if transpose else (lambda x: A @ x)
+            finite_in = finite_in & _all_finite(A)
+        else:  # I − J at the pre-polish point: refine against the exact product at u
+            matvec = _operator(G, u, transpose)
         # backward error: x solves a system within rtol of (A, rhs); LU attains ~eps, so this only
         # catches a breakdown. Conditioning, the real risk, is judged by the condition estimate.
-        backward_ok = residual <= rtol * (_max_norm(rhs) + jnp.max(jnp.sum(jnp.abs(A), axis=1)) * _max_norm(x))
-        solved = _all_finite(x) & backward_ok & (_reciprocal_condition(lu, _norm1(A)) >= m * jnp.finfo(dtype).eps)
+        norm = factors.norm1 if transpose else factors.norm_inf  # ‖A‖∞ of the system solved
+        accepted = lambda x: rtol * (_max_norm(rhs) + norm * _max_norm(x))
+        x, residual = _refined_solve(factors, matvec, rhs, transpose, accepted)
+        backward_ok = residual <= accepted(x)
+        solved = _all_finite(x) & backward_ok & ~_singular(factors, m, eps)
+        # a finite x with a non-finite residual: the product at u is not finite (J there)
+        finite_in = finite_in & jnp.isfinite(factors.norm1) & (jnp.isfinite(residual) | ~_all_finite(x))
         steps = jnp.int32(0)
-        finite_in = finite_in & _all_finite(A)
+        condition = _condition(factors)
+        ill = ~(condition <= condition_limit(solver, dtype))
     else:
-        if transpose:
-            _, vjp = jax.vjp(G, u)  # vjp(w) = (J − I)ᵀ w
-            matvec = lambda w: -vjp(w)[0]
-        else:
-            _, jvp = jax.linearize(G, u)  # jvp(t) = (J − I) t
-            matvec = lambda t: -jvp(t)
+        matvec = _operator(G, u, transpose)
         x, residual, steps = _gmres(matvec, rhs, target, solver)
         solved = residual <= target
         finite_in = finite_in & _all_finite(matvec(rhs))  # J itself finite at u, as far as one product sees
+        condition = jnp.full((), jnp.nan, dtype)
+        ill = jnp.bool_(False)
     # Finite inputs but a non-finite or inaccurate solution: the operator is (numerically) singular.
-    status = jnp.where(solved, jnp.int32(SUCCESS), jnp.int32(SINGULAR))
+    status = jnp.where(solved, jnp.where(ill, jnp.int32(ILL_CONDITIONED), jnp.int32(SUCCESS)), jnp.int32(SINGULAR))
     status = jnp.where(finite_in, status, jnp.int32(NONFINITE))
-    return x, Info(status, residual, steps, jnp.full((), jnp.nan, dtype))
+    condition = jnp.where(status == NONFINITE, jnp.nan, condition)
+    return x, Info(status, residual, steps, condition)
+
+
+def _operator(G, u, transpose):
+    """x ↦ (I − J)ᵀ x (transpose) or (I − J) x at u, by one `jax.vjp` or `jax.linearize` of G = F − id."""
+    if transpose:
+        _, vjp = jax.vjp(G, u)  # vjp(w) = (J − I)ᵀ w
+        return lambda w: -vjp(w)[0]
+    _, jvp = jax.linearize(G, u)  # jvp(t) = (J − I) t
+    return lambda t: -jvp(t)
+
+
+def _refined_solve(factors, matvec, rhs, transpose, accepted):
+    """x from the LU of `factors` refined against `matvec`; returns `(x, max|rhs − A x|)`.
+
+    One `lax.while_loop` of passes, each a triangular solve and a product (traced once): the first
+    solves from x = 0, the next correct by the residual; at least two, more (up to `_MAX_PASSES`) while
+    `max|rhs − A x| > accepted(x)`. With exact factors the correction is at rounding level; with the
+    factors of a nearby matrix (the root's last Newton point, not the polished root) each pass
+    multiplies the error by about ‖(I − J)⁻¹‖ ‖ΔJ‖, tiny at a regular root.
+    """
+    lu = (factors.lu, factors.pivots)
+
+    def going(state):
+        k, x, r = state
+        return (k < 2) | ((k < _MAX_PASSES) & ~(_max_norm(r) <= accepted(x)))
+
+    def refine(state):
+        k, x, r = state
+        x = x + lu_solve(lu, r, trans=1 if transpose else 0)
+        return k + 1, x, rhs - matvec(x)
+
+    _, x, r = lax.while_loop(going, refine, (jnp.int32(0), jnp.zeros_like(rhs), rhs))
+    return x, _max_norm(r)
 
 
 def _gmres(matvec, b, target, solver):
@@ -480,13 +657,13 @@ def _arnoldi_cycle(matvec, r, beta, target, k):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _reciprocal_condition(lu, norm_A):
-    """1 / (‖A‖₁ ‖A⁻¹‖₁) from A's LU factors and ‖A‖₁; 0 where A is singular in floating point.
+def _inverse_norm1(lu):
+    """Hager's estimate of ‖A⁻¹‖₁ from A's LU factors; inf where A is singular in floating point.
 
-    ‖A⁻¹‖₁ by Hager's estimator, as LAPACK's gecon (Higham, Algorithm 4.1): a few solves with A and Aᵀ
-    on vectors, O(m²) each (a solve with m right-hand sides, i.e. forming A⁻¹, is much slower in XLA
-    on CPU). Every ‖A⁻¹ x‖₁ with ‖x‖₁ = 1 is a lower bound of ‖A⁻¹‖₁, so the estimate is their maximum:
-    it may underestimate the condition number (rarely by more than a small factor), never overestimate.
+    As LAPACK's gecon (Higham, Algorithm 4.1): a few solves with A and Aᵀ on vectors, O(m²) each (a
+    solve with m right-hand sides, i.e. forming A⁻¹, is much slower in XLA on CPU). Every ‖A⁻¹ x‖₁ with
+    ‖x‖₁ = 1 is a lower bound of ‖A⁻¹‖₁, so the estimate is their maximum: it may underestimate
+    (rarely by more than a small factor), never overestimate.
     """
     m, dtype = lu[0].shape[0], lu[0].dtype
 
@@ -502,13 +679,34 @@ def _reciprocal_condition(lu, norm_A):
     # Higham's safeguard against a misleading start: an alternating ramp, estimate ‖A⁻¹ x‖₁ / ‖x‖₁
     ramp = (1 + jnp.arange(m, dtype=dtype) / max(m - 1, 1)) * jnp.where(jnp.arange(m) % 2 == 0, 1, -1).astype(dtype)
     estimate = jnp.maximum(estimate, jnp.sum(jnp.abs(lu_solve(lu, ramp))) / jnp.sum(jnp.abs(ramp)))
-    rcond = 1 / (norm_A * estimate)
-    return jnp.where(jnp.isfinite(estimate) & jnp.isfinite(rcond), rcond, 0)
+    return jnp.where(jnp.isfinite(estimate), estimate, jnp.inf)
+
+
+def _reciprocal_condition(lu, norm_A):
+    """1 / (‖A‖₁ ‖A⁻¹‖₁) from A's LU factors and ‖A‖₁ (Hager's estimate); 0 where A is singular in floating point."""
+    rcond = 1 / (norm_A * _inverse_norm1(lu))
+    return jnp.where(jnp.isfinite(rcond), rcond, 0)
+
+
+def _condition(factors):
+    """`max(1, ‖I − J‖₁) · ‖(I − J)⁻¹‖₁`: the condition reported in `Info.condition` (>= κ₁(I − J), >= 1)."""
+    condition = jnp.maximum(1, jnp.maximum(1, factors.norm1) * factors.inverse_norm1)  # >= 1 despite rounding
+    return jnp.where(jnp.isnan(condition), jnp.inf, condition)
+
+
+def _singular(factors, m, eps):
+    """Whether κ₁(I − J) > 1 / (m · eps) (the reciprocal condition below m · eps), or it is not finite."""
+    return ~(factors.norm1 * factors.inverse_norm1 * (m * eps) <= 1)
 
 
 def _norm1(A):
     """‖A‖₁, the largest column sum of |A|."""
     return jnp.max(jnp.sum(jnp.abs(A), axis=0))
+
+
+def _norm_inf(A):
+    """‖A‖∞, the largest row sum of |A|."""
+    return jnp.max(jnp.sum(jnp.abs(A), axis=1))
 
 
 def _zeros_like(tree):

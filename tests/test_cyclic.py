@@ -21,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 from jax.scipy.linalg import lu_factor
 
 from lagjax import _cyclic
-from lagjax._cyclic import NONFINITE, NOT_CONVERGED, SINGULAR, SUCCESS, Solver
+from lagjax._cyclic import ILL_CONDITIONED, NONFINITE, NOT_CONVERGED, SINGULAR, SUCCESS, Solver
 
 M = 12
 SCENARIOS = ["tanh", "mdp", "swap", "exp", "shift", "nan"]
@@ -73,13 +74,15 @@ TRACES = {"count": 0}
 
 
 def solve_block(p, c, b, solver):
-    """find_root from u0 = 0, then both linear solves at the root found."""
+    """find_root from u0 = 0, then both linear solves at the root found: without the root's factors
+    (I − J formed and factored at u), and with them (`return_factors`: the LU of the last Newton point)."""
     TRACES["count"] += 1
     f = functools.partial(F, p)
-    u, root = _cyclic.find_root(f, jnp.zeros_like(c), solver)
+    u, root, factors = _cyclic.find_root(f, jnp.zeros_like(c), solver, return_factors=True)
     w, adjoint = _cyclic.solve_adjoint(f, u, c, solver)
     t, tangent = _cyclic.solve_tangent(f, u, b, solver)
-    return u, w, t, root, adjoint, tangent
+    reused = _cyclic.solve_adjoint(f, u, c, solver, factors), _cyclic.solve_tangent(f, u, b, solver, factors)
+    return (u, w, t, root, adjoint, tangent), reused
 
 
 solve_one = jax.jit(solve_block, static_argnums=3)
@@ -96,14 +99,24 @@ BATCHED = {("dense", jnp.float32), ("matrix-free", jnp.float32)}
 
 
 @functools.cache
-def results(solver_name, dtype):
-    """Each scenario solved in `dtype`, as NumPy: dict name -> (u, w, t, root, adjoint, tangent)."""
+def all_results(solver_name, dtype):
+    """Each scenario solved in `dtype`, as NumPy: dict name -> the two outputs of `solve_block`."""
     cast = lambda tree: jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), tree)
     solver = SOLVERS[solver_name]
     if (solver_name, dtype) in BATCHED:
         out = as_numpy(solve_batch(*cast(batch()), solver))
         return {name: jax.tree_util.tree_map(lambda v: v[k], out) for k, name in enumerate(SCENARIOS)}
     return {name: as_numpy(solve_one(*cast(params(name)), solver)) for name in SCENARIOS}
+
+
+def results(solver_name, dtype):
+    """dict name -> (u, w, t, root, adjoint, tangent), the linear solves without the root's factors."""
+    return {name: out[0] for name, out in all_results(solver_name, dtype).items()}
+
+
+def reused_results(solver_name, dtype):
+    """dict name -> ((w, adjoint), (t, tangent)), the linear solves given the root's factors."""
+    return {name: out[1] for name, out in all_results(solver_name, dtype).items()}
 
 
 def params(name):
@@ -157,6 +170,37 @@ def test_solutions_against_independent_answers(name, dtype, solver_name):
     for x, expected in ((w, np.linalg.solve(A.T, c)), (t, np.linalg.solve(A, b))):
         np.testing.assert_allclose(x, expected, atol=tolerance(dtype) * cond * np.max(np.abs(expected)))
     assert adjoint.residual <= rtol * np.max(np.abs(c)) * (1 if solver_name == "matrix-free" else cond)
+    # the condition: dense, max(1, ‖I − J‖₁) ‖(I − J)⁻¹‖₁ (Hager's estimate, a lower bound, rarely off by
+    # more than a small factor) against NumPy's at the float64 root, the same in the three solves
+    if solver_name == "dense":
+        expected = max(1, np.linalg.norm(A, 1)) * np.linalg.norm(np.linalg.inv(A), 1)
+        assert expected >= cond and expected < _cyclic.condition_limit(DENSE, dtype)
+        for info in (root, adjoint, tangent):
+            assert expected / 3 <= info.condition <= expected * (1 + tolerance(dtype) * cond), (info.condition, expected)
+    else:
+        assert np.isnan(root.condition) and np.isnan(adjoint.condition) and np.isnan(tangent.condition)
+
+
+@SOLVER_NAMES
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_solves_reuse_the_root_factors(dtype, solver_name):
+    # with the root's factors (the LU at the last Newton point, refined once against the exact product
+    # at the polished root) the solves agree with those that factor I − J at the root; float32 batched
+    plain, reused = results(solver_name, dtype), reused_results(solver_name, dtype)
+    for name in SCENARIOS:
+        (w, adjoint), (t, tangent) = reused[name]
+        root, expected = plain[name][3], plain[name][4:]
+        assert [int(adjoint.status), int(tangent.status)] == [int(i.status) for i in expected], name
+        if name not in ("tanh", "mdp"):
+            continue
+        cond = float(root.condition) if solver_name == "dense" else 1e3
+        for x, x0 in ((w, plain[name][1]), (t, plain[name][2])):
+            np.testing.assert_allclose(x, x0, atol=10 * np.finfo(dtype).eps * cond * max(np.max(np.abs(x0)), 1e-300))
+        for info, info0 in zip((adjoint, tangent), expected):
+            if solver_name == "dense":  # the root's estimate, copied; the plain solve's is at the polished root
+                assert info.condition == root.condition
+                np.testing.assert_allclose(info.condition, info0.condition, rtol=1e-3)
+            assert info.residual <= max(4 * info0.residual, 10 * np.finfo(dtype).eps * cond * np.max(np.abs(x0)))
 
 
 @SOLVER_NAMES
@@ -179,7 +223,7 @@ def test_no_retracing_and_vmap_matches_unbatched():
     one = results("dense", jnp.float64)  # six scenarios, one compile (same shapes)
     before = TRACES["count"]
     p, c, b = params("tanh")
-    again = as_numpy(solve_one(p, 0.5 * c, b, DENSE))
+    again = as_numpy(solve_one(p, 0.5 * c, b, DENSE))[0]
     assert TRACES["count"] == before, "a call with the same shapes and solver must not retrace"
     np.testing.assert_allclose(again[1], 0.5 * one["tanh"][1], rtol=1e-10)
     # the batched float32 run against the unbatched float64 one, scenario by scenario, statuses included
@@ -190,6 +234,95 @@ def test_no_retracing_and_vmap_matches_unbatched():
     batched, one = results("matrix-free", jnp.float32), results("matrix-free", jnp.float64)
     for name in ("tanh", "mdp", "swap", "nan"):
         assert [int(i.status) for i in batched[name][3:]] == [int(i.status) for i in one[name][3:]], name
+
+
+# --- Honest roots: 1 × 1 blocks, degenerate and regular, one family, batched -----------------------------
+#
+# F(y) = y + a y² + b (sin y − y) + c (cos y − y) + d (1 − y / 2), one member per row of ROOTS:
+# y ∓ y² (a double root at 0: Newton halves the error, linear convergence), sin y (a triple root at 0),
+# cos y (the Dottie number, regular), y / 2 + 1 (root 2, I − J = 1/2: κ = 1 but condition 2).
+ROOTS = {"y - y²": (-1, 0, 0, 0), "y + y²": (1, 0, 0, 0), "sin": (0, 1, 0, 0), "cos": (0, 0, 1, 0), "linear": (0, 0, 0, 1)}
+DEGENERATE = ["y - y²", "y + y²", "sin"]
+
+
+def scalar_F(q, y):
+    a, b, c, d = q
+    return y + a * y**2 + b * (jnp.sin(y) - y) + c * (jnp.cos(y) - y) + d * (1 - y / 2)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def scalar_roots(q, solver):
+    """find_root from y0 = 1 and an adjoint solve with its factors, vmapped over the rows of q."""
+
+    def one(q):
+        f = functools.partial(scalar_F, q)
+        y, info, factors = _cyclic.find_root(f, jnp.ones((1,), q.dtype), solver, return_factors=True)
+        w, adjoint = _cyclic.solve_adjoint(f, y, jnp.ones((1,), q.dtype), solver, factors)
+        return y[0], f(y)[0], info, w[0], adjoint
+
+    return jax.vmap(one)(q)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_degenerate_roots_are_ill_conditioned_not_silent(dtype):
+    q = jnp.asarray(list(ROOTS.values()), dtype)
+    y, Fy, info, w, adjoint = as_numpy(scalar_roots(q, DENSE))
+    status = dict(zip(ROOTS, info.status.tolist()))
+    limit, eps = _cyclic.condition_limit(DENSE, dtype), np.finfo(dtype).eps
+    assert limit == 1 / np.sqrt(eps)
+    # per member under vmap: the regular roots converge, the degenerate ones are flagged, values kept
+    assert status == {"y - y²": ILL_CONDITIONED, "y + y²": ILL_CONDITIONED, "sin": ILL_CONDITIONED, "cos": SUCCESS, "linear": SUCCESS}
+    assert _cyclic.usable(info.status).tolist() == [True] * len(ROOTS)
+    for k, name in enumerate(ROOTS):
+        if name in DEGENERATE:
+            assert info.condition[k] > limit
+            # the accuracy MESSAGES promises: about condition × (residual + rounding of F(u) − u), within a
+            # small multiple at a multiple root (the true root is 0)
+            bound = info.condition[k] * (info.residual[k] + eps * max(abs(y[k]), abs(Fy[k])))
+            assert 0 < abs(y[k]) <= 4 * bound, (name, y[k], bound)
+            assert abs(y[k]) < (1e-6 if dtype == jnp.float64 else 2e-3)  # and far better than the residual test
+            assert int(adjoint.status[k]) == ILL_CONDITIONED and adjoint.condition[k] == info.condition[k]
+        else:
+            assert 1 <= info.condition[k] < 10 and int(adjoint.status[k]) == SUCCESS
+    k = list(ROOTS).index("linear")  # 1 − ∂F/∂y = 1/2: κ₁ = 1, the condition max(1, 1/2) · 2 = 2
+    np.testing.assert_allclose([y[k], info.condition[k], w[k]], [2, 2, 2], rtol=10 * eps)
+    k = list(ROOTS).index("cos")
+    np.testing.assert_allclose(info.condition[k], 1, rtol=10 * eps)  # max(1, 1 + sin z) / (1 + sin z)
+    np.testing.assert_allclose(y[k], 0.7390851332151607, rtol=10 * eps)
+
+
+def test_max_condition_flags_and_keeps():
+    q = jnp.asarray(list(ROOTS.values()), jnp.float64)
+    y, _, info, w, adjoint = as_numpy(scalar_roots(q, Solver(max_condition=1.5)))
+    y0, _, info0, w0, _ = as_numpy(scalar_roots(q, DENSE))
+    k = list(ROOTS).index("linear")  # condition 2 > 1.5: flagged, the same values
+    assert int(info.status[k]) == int(adjoint.status[k]) == ILL_CONDITIONED and (y[k], w[k]) == (y0[k], w0[k])
+    assert int(info.status[list(ROOTS).index("cos")]) == SUCCESS  # condition 1
+    # inf: no flag on the estimate; the double root met the step test (its error halves each step): SUCCESS
+    y, _, info, _, _ = as_numpy(scalar_roots(q, Solver(max_condition=float("inf"))))
+    assert info.status.tolist()[:2] == [SUCCESS, SUCCESS] and np.all(np.abs(y[:2]) < 1e-9)
+
+
+def test_factors_are_a_fixed_pytree_through_scan_and_switch():
+    # dense: the LU of I − J (1 × 1 here); matrix-free: a placeholder of fixed shapes, ignored by the solves
+    q = jnp.asarray(list(ROOTS.values()), jnp.float64)
+    f = functools.partial(scalar_F, q[3])
+    shapes = jax.eval_shape(lambda u: _cyclic.find_root(f, u, Solver(dense_max=0), return_factors=True)[2], jnp.ones(1))
+    assert isinstance(shapes, _cyclic.Factors) and (shapes.lu.shape, shapes.pivots.shape, shapes.norm1.shape) == ((0, 0), (0,), ())
+
+    def body(_, qk):  # the branches return factors of one structure; the scan stacks them
+        branches = [lambda u: _cyclic.find_root(functools.partial(scalar_F, qk), u, DENSE, return_factors=True)] * 2
+        y, info, factors = lax.switch((qk[3] > 0).astype(jnp.int32), branches, jnp.ones((1,), qk.dtype))
+        w, adjoint = _cyclic.solve_adjoint(functools.partial(scalar_F, qk), y, jnp.ones_like(y), DENSE, factors)
+        return None, (y[0], info.status, w[0], adjoint.status, factors.lu)
+
+    _, (y, status, w, adjoint, lu) = jax.jit(lambda q: lax.scan(body, None, q))(q)
+    y0, _, info0, w0, adjoint0 = as_numpy(scalar_roots(q, DENSE))
+    np.testing.assert_array_equal(status, info0.status)
+    np.testing.assert_array_equal(adjoint, adjoint0.status)
+    np.testing.assert_allclose(y, y0, rtol=1e-14)
+    np.testing.assert_allclose(w, w0, rtol=1e-12)
+    assert lu.shape == (len(ROOTS), 1, 1)
 
 
 def test_zero_right_hand_side_is_solved_exactly():
@@ -234,6 +367,10 @@ def test_default_tolerances():
         (Solver(dense_max=True), TypeError, "dense_max"),
         (Solver(krylov_max=0), ValueError, "krylov_max"),
         (Solver(krylov_restart=0), ValueError, "krylov_restart"),
+        (Solver(max_condition=0.5), ValueError, "max_condition"),
+        (Solver(max_condition=float("nan")), ValueError, "max_condition"),
+        (Solver(max_condition="1e8"), TypeError, "max_condition"),
+        (Solver(max_condition=True), TypeError, "max_condition"),
         ((1e-8, None), TypeError, "Solver"),
     ],
 )

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.scipy.linalg import lu_factor, lu_solve, solve_triangular
+from jax.scipy.linalg import solve_triangular
 
 
 class Status(enum.IntEnum):
@@ -164,6 +164,8 @@ _DEFAULT_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 _MAX_HALVINGS = 8
 # Newton–Krylov solves each Newton system only to this fraction of the current residual.
 _FORCING = 1e-3
+# Hager's estimator of ‖A⁻¹‖₁: power steps (LAPACK's gecon takes up to 5), then the ramp.
+_HAGER_STEPS = 4
 # Dense linear solves given factors: at most this many LU passes (the solve and its refinements).
 _MAX_PASSES = 4
 # A GMRES restart cycle that does not reduce the residual's 2-norm by 0.1 % is taken as stagnation.
@@ -234,16 +236,16 @@ class Factors(NamedTuple):
     `solve_tangent` (`factors=`), which then form no Jacobian and factor nothing. A pytree of arrays:
     batched under `jax.vmap`, carried by `lax.scan`, returned by the branches of `lax.switch`.
 
-    Dense blocks: `lu` (m, m) and `pivots` (m,) are `lu_factor(I − J)` at the last point where `find_root`
+    Dense blocks: `lu` (m, m) and `permutation` (m,) are the LU factors of `I − J`, `(I − J)[permutation] = L U`, at the last point where `find_root`
     evaluated J (the root before its final polishing step, so J differs from J at the returned root
     by about the size of that step: the solves refine against the exact product at u), `norm1` and
     `norm_inf` are `‖I − J‖₁`, `‖I − J‖∞` there, `inverse_norm1` Hager's estimate of `‖(I − J)⁻¹‖₁`.
-    Matrix-free blocks: a placeholder of fixed structure, `lu` of shape (0, 0), `pivots` (0,), the
+    Matrix-free blocks: a placeholder of fixed structure, `lu` of shape (0, 0), `permutation` (0,), the
     norms NaN; the solves ignore it (GMRES on the exact products).
     """
 
     lu: jax.Array
-    pivots: jax.Array
+    permutation: jax.Array
     norm1: jax.Array
     norm_inf: jax.Array
     inverse_norm1: jax.Array
@@ -300,7 +302,7 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
             return G(u), (jnp.zeros((), dtype), jnp.zeros((), jnp.int32)), jnp.zeros((), dtype)
         g, J = G(u), jax.jacfwd(F)(u).astype(dtype)
         A = eye - J
-        return g, lu_factor(A), A
+        return g, _lu_factor(A), A
 
     def newton_step(u, g, lu):
         """δ with (I − J) δ = g, and whether the linear solve succeeded (matrix-free: GMRES)."""
@@ -344,7 +346,7 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
     def body(state):
         u, steps, solved, previous, _ = state
         g, lu, A = evaluate(u)
-        delta = lu_solve(lu, g) if dense else jnp.zeros_like(u)  # dense: the step, computed once
+        delta = _lu_solve(lu, g) if dense else jnp.zeros_like(u)  # dense: the step, computed once
         status = status_of(u, g, A, delta, steps, solved, previous)
         running = status < 0
         u, solved = lax.cond(running, step, lambda u, g, lu, delta: (u, solved), u, g, lu, delta)
@@ -476,7 +478,7 @@ def _solve_linear(F, u, rhs, solver, factors, transpose):
     if m <= solver.dense_max:
         if factors is None:  # I − J at u, exact: the products below are the dense matrix's
             A = jnp.eye(m, dtype=dtype) - jax.jacfwd(F)(u).astype(dtype)
-            lu = lu_factor(A)
+            lu = _lu_factor(A)
             factors = Factors(*lu, _norm1(A), _norm_inf(A), _inverse_norm1(lu))
             matvec = (lambda x: x @ A) if transpose else (lambda x: A @ x)
             finite_in = finite_in & _all_finite(A)
@@ -526,7 +528,7 @@ def _refined_solve(factors, matvec, rhs, transpose, accepted):
     factors of a nearby matrix (the root's last Newton point, not the polished root) each pass
     multiplies the error by about ‖(I − J)⁻¹‖ ‖ΔJ‖, tiny at a regular root.
     """
-    lu = (factors.lu, factors.pivots)
+    lu = (factors.lu, factors.permutation)
 
     def going(state):
         k, x, r = state
@@ -534,7 +536,7 @@ def _refined_solve(factors, matvec, rhs, transpose, accepted):
 
     def refine(state):
         k, x, r = state
-        x = x + lu_solve(lu, r, trans=1 if transpose else 0)
+        x = x + _lu_solve(lu, r, trans=1 if transpose else 0)
         return k + 1, x, rhs - matvec(x)
 
     _, x, r = lax.while_loop(going, refine, (jnp.int32(0), jnp.zeros_like(rhs), rhs))
@@ -667,18 +669,20 @@ def _inverse_norm1(lu):
     """
     m, dtype = lu[0].shape[0], lu[0].dtype
 
-    def power_step(_, state):
+    # Higham's safeguard against a misleading start, an alternating ramp, is the last pass of the loop
+    # (one solve site traced for both): its ‖A⁻¹ x‖₁ / ‖x‖₁ also bounds ‖A⁻¹‖₁ from below
+    ramp = (1 + jnp.arange(m, dtype=dtype) / max(m - 1, 1)) * jnp.where(jnp.arange(m) % 2 == 0, 1, -1).astype(dtype)
+
+    def power_step(k, state):
         x, estimate = state
-        y = lu_solve(lu, x)  # A⁻¹ x
-        z = lu_solve(lu, jnp.where(y >= 0, 1, -1).astype(dtype), trans=1)  # A⁻ᵀ sign(y)
-        x = jax.nn.one_hot(jnp.argmax(jnp.abs(z)), m, dtype=dtype)  # the most promising unit vector
-        return x, jnp.maximum(estimate, jnp.sum(jnp.abs(y)))
+        x = jnp.where(k == _HAGER_STEPS, ramp, x)
+        y = _lu_solve(lu, x)  # A⁻¹ x
+        z = _lu_solve(lu, jnp.where(y >= 0, 1, -1).astype(dtype), trans=1)  # A⁻ᵀ sign(y)
+        estimate = jnp.maximum(estimate, jnp.sum(jnp.abs(y)) / jnp.sum(jnp.abs(x)))
+        return jax.nn.one_hot(jnp.argmax(jnp.abs(z)), m, dtype=dtype), estimate  # the most promising unit vector
 
     x0 = jnp.full((m,), 1 / m, dtype)
-    _, estimate = lax.fori_loop(0, 4, power_step, (x0, jnp.zeros((), dtype)))
-    # Higham's safeguard against a misleading start: an alternating ramp, estimate ‖A⁻¹ x‖₁ / ‖x‖₁
-    ramp = (1 + jnp.arange(m, dtype=dtype) / max(m - 1, 1)) * jnp.where(jnp.arange(m) % 2 == 0, 1, -1).astype(dtype)
-    estimate = jnp.maximum(estimate, jnp.sum(jnp.abs(lu_solve(lu, ramp))) / jnp.sum(jnp.abs(ramp)))
+    _, estimate = lax.fori_loop(0, _HAGER_STEPS + 1, power_step, (x0, jnp.zeros((), dtype)))
     return jnp.where(jnp.isfinite(estimate), estimate, jnp.inf)
 
 
@@ -697,6 +701,27 @@ def _condition(factors):
 def _singular(factors, m, eps):
     """Whether κ₁(I − J) > 1 / (m · eps) (the reciprocal condition below m · eps), or it is not finite."""
     return ~(factors.norm1 * factors.inverse_norm1 * (m * eps) <= 1)
+
+
+def _lu_factor(A):
+    """`(lu, permutation)` with `A[permutation] = L U` (L unit lower, U upper, packed in lu)."""
+    lu, _, permutation = lax.linalg.lu(A)
+    return lu, permutation
+
+
+def _lu_solve(lu, b, trans=0):
+    """A x = b (trans=0) or Aᵀ x = b (trans=1) from `_lu_factor(A)`: two triangular solves (LAPACK trsm).
+
+    Not `jax.scipy.linalg.lu_solve`: that one converts the pivots to a permutation at every call (a
+    loop per call site); here the permutation is computed once, by the factorisation.
+    """
+    lu, permutation = lu
+    solve = lambda x, **how: lax.linalg.triangular_solve(lu, x[:, None], left_side=True, **how)[:, 0]
+    if trans == 0:  # L U x = b[perm]
+        return solve(solve(b[permutation], lower=True, unit_diagonal=True), lower=False)
+    # Aᵀ = Uᵀ Lᵀ P: Uᵀ Lᵀ (P x) = b, (P x) = x[perm]
+    z = solve(solve(b, lower=False, transpose_a=True), lower=True, transpose_a=True, unit_diagonal=True)
+    return jnp.zeros_like(z).at[permutation].set(z)
 
 
 def _norm1(A):

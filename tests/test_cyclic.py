@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from jax.scipy.linalg import lu_factor
 
 from lagjax import _cyclic
 from lagjax._cyclic import ILL_CONDITIONED, NONFINITE, NOT_CONVERGED, SINGULAR, SUCCESS, Solver
@@ -308,7 +307,7 @@ def test_factors_are_a_fixed_pytree_through_scan_and_switch():
     q = jnp.asarray(list(ROOTS.values()), jnp.float64)
     f = functools.partial(scalar_F, q[3])
     shapes = jax.eval_shape(lambda u: _cyclic.find_root(f, u, Solver(dense_max=0), return_factors=True)[2], jnp.ones(1))
-    assert isinstance(shapes, _cyclic.Factors) and (shapes.lu.shape, shapes.pivots.shape, shapes.norm1.shape) == ((0, 0), (0,), ())
+    assert isinstance(shapes, _cyclic.Factors) and (shapes.lu.shape, shapes.permutation.shape, shapes.norm1.shape) == ((0, 0), (0,), ())
 
     def body(_, qk):  # the branches return factors of one structure; the scan stacks them
         branches = [lambda u: _cyclic.find_root(functools.partial(scalar_F, qk), u, DENSE, return_factors=True)] * 2
@@ -336,7 +335,7 @@ def test_condition_estimate_against_numpy(rng):
     U, _, Vt = np.linalg.svd(rng.normal(size=(7, M, M)))
     singular_values = np.stack([np.linspace(1, s, M) for s in np.logspace(0, -12, 7)])
     A = np.concatenate([np.einsum("bij,bj,bjk->bik", U, singular_values, Vt), np.ones((1, M, M))])
-    estimate = jax.jit(jax.vmap(lambda A: _cyclic._reciprocal_condition(lu_factor(A), _cyclic._norm1(A))))(A)
+    estimate = jax.jit(jax.vmap(lambda A: _cyclic._reciprocal_condition(_cyclic._lu_factor(A), _cyclic._norm1(A))))(A)
     exact = 1 / np.linalg.cond(A[:-1], 1)
     assert np.all(estimate[:-1] >= exact * (1 - 1e-6)) and np.all(estimate[:-1] <= 3 * exact), (estimate, exact)
     assert estimate[-1] < M * np.finfo(np.float64).eps, "a matrix of ones is singular"

@@ -22,7 +22,7 @@ def test_train_with_optax(tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-EXAMPLES = ["mlp", "mdp_values", "automaton_pathsum", "equilibrium", "ridge_hyperparameter"]
+EXAMPLES = ["mlp", "mdp_values", "automaton_pathsum", "equilibrium", "ridge_hyperparameter", "hmm_expected_counts"]
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Block groups: cyclic blocks that run the same code, solved as one (NumPy, once per program).
 
 A cyclic block (a strongly connected component with a cycle, `_components`) is solved on its own
-variables u, flattened class after class, each class's variables in index order. Two blocks have
+variables u, flattened class after class, each class's variables by constraint group, then index. Two blocks have
 the same *structure* when, in that order, their variables have the same classes, are defined by
 constraints of the same groups, and read each argument from the same position of u, or from outside
 the block, alike. Then one function of u and of the member's tables evaluates either (`_blocks`),
@@ -103,8 +103,9 @@ def build(blocks: Sequence[np.ndarray], d: int, table, class_shapes, var_class, 
     for b, variables in enumerate(blocks):
         variables = np.sort(np.asarray(variables, np.int64))
         block_of[variables] = b
-        classes = var_class[variables]
-        order = variables[np.argsort(classes, kind="stable")]
+        # u's order: by class, then by constraint group, then by index (so that blocks built in
+        # another order of definition still have one structure)
+        order = variables[np.lexsort((variables, table.group[variables - d], var_class[variables]))]
         ordered = var_class[order]
         first = np.searchsorted(ordered, ordered)  # where each variable's class starts in `order`
         position[order] = np.arange(order.size) - first

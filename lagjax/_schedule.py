@@ -15,9 +15,11 @@ one branch per group: compile time grows with the number of groups, not with the
 Constraints of a cyclic block are lanes too (their rows of the substitutions), in steps of their own;
 in the forward pass they are skipped, and the block is solved as one at the end of its level.
 
-**Segments.** The steps are cut after each level holding cyclic blocks: a segment is a run of steps
-and then at most one block, solved (forward: root finding; backward: a linear solve on its diagonal
-block) between two runs of steps. Without cycles there is one segment.
+**Segments.** Cyclic blocks of one structure form a *block group* (`_block_groups`), solved by one
+vmapped solver; the blocks of a group at one level are solved together, in block steps. The steps
+are cut after each level holding cyclic blocks: a segment is a run of steps and then at most one
+block step (forward: root finding; backward: linear solves on the diagonal blocks), between two runs
+of steps. Without cycles there is one segment.
 
 Each class's steps have their own width (`_choose_width`, a cost model of a scan step): deep narrow
 programs pay no padding, wide levels are swept lane-parallel. A padding lane (a step not full) writes

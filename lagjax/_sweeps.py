@@ -20,8 +20,9 @@ buffer itself would make XLA copy it at every step. Scalar groups need no branch
 substitutions: their partials are computed beforehand and multiplied in.
 
 Without cycles a sweep is one `lax.scan`. With cycles it is a scan over segments (a run of steps,
-then a block: `Schedule.segments`), each running its steps in a `fori_loop`; a block's solve is a
-`lax.switch` over the blocks, so the compiled sweep holds one copy of each block's solver.
+then a block step: `Schedule.segments`), each running its steps in a `fori_loop`; a block step is a
+`lax.switch` over the block groups, its members solved by one `vmap` of the group's solver: the
+compiled sweep holds one copy of each block group's solver, however many blocks the group has.
 """
 
 from __future__ import annotations

@@ -336,8 +336,6 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
         return jnp.where(finite, status, jnp.int32(NONFINITE))
 
     def step(u, g, lu, delta):
-        if dense:  # a non-finite δ stops the loop before a step (SINGULAR)
-            return _damped(G, u, g, delta), jnp.bool_(True)
         delta, solved = newton_step(u, g, lu)
         # an inexact Krylov step is still tried
         return jnp.where(_all_finite(delta), _damped(G, u, g, delta), u), solved
@@ -349,7 +347,10 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
         delta = _lu_solve(lu, g) if dense else jnp.zeros_like(u)  # dense: the step, computed once
         status = status_of(u, g, A, delta, steps, solved, previous)
         running = status < 0
-        u, solved = lax.cond(running, step, lambda u, g, lu, delta: (u, solved), u, g, lu, delta)
+        if dense:  # no lax.cond: the line search does not start when the loop stops here
+            u = _damped(G, u, g, delta, running)
+        else:  # a GMRES solve is not started either
+            u, solved = lax.cond(running, step, lambda u, g, lu, delta: (u, solved), u, g, lu, delta)
         size = jnp.where(running, _max_norm(delta), previous)
         return u, steps + running.astype(jnp.int32), solved, size, (status, g, lu, A, delta)
 
@@ -385,13 +386,14 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
     return (u, info, factors) if return_factors else (u, info)
 
 
-def _damped(G, u, g, delta):
-    """u + α δ with α = 1, 1/2, ... until ‖G‖₂ decreases by (1 − 1e-4 α) (a NaN residual never does)."""
+def _damped(G, u, g, delta, start=True):
+    """u + α δ with α = 1, 1/2, ... until ‖G‖₂ decreases by (1 − 1e-4 α) (a NaN residual never does);
+    u itself where `start` is False (nothing evaluated)."""
     norm0 = _norm2(g)
 
     def rejected(state):  # k = 0: nothing tried yet
         alpha, _, g_try, k = state
-        return (k == 0) | ((k <= _MAX_HALVINGS) & ~(_norm2(g_try) <= (1 - 1e-4 * alpha) * norm0))
+        return start & ((k == 0) | ((k <= _MAX_HALVINGS) & ~(_norm2(g_try) <= (1 - 1e-4 * alpha) * norm0)))
 
     def halve(state):
         alpha, _, _, k = state

@@ -573,21 +573,27 @@ def compile_and_time(fn, args, repeats: int, output=lambda out: out):
     return compiled, compile_s, first_s, run_s, out, compile_peak
 
 
-def _most_steps(reports) -> int:
-    """The most steps over a stage's reports (one per block, or per block group with a step count per lane)."""
-    return max((int(np.max(np.asarray(info.steps))) for info in reports), default=0)
+def _reports(stage) -> list:
+    """A stage's reports as a list of `Info`: one per block, or per block group (its fields then with a
+    value per lane), or one `Info` for all the blocks."""
+    return [stage] if hasattr(stage, "steps") else list(stage)
+
+
+def _most_steps(stage) -> int:
+    """The most steps over a stage's reports."""
+    return max((int(np.max(np.asarray(info.steps), initial=0)) for info in _reports(stage)), default=0)
 
 
 def _iterations(infos) -> str:
     """Newton steps forward / the multiplier solve: the most over the blocks, "(most of N blocks)" when many."""
     cycles = _most_steps(infos["multipliers"])
     backward = (f"{cycles} GMRES cycle" + ("s" if cycles > 1 else "")) if cycles > 0 else "LU"
-    blocks = sum(int(np.size(np.asarray(info.steps))) for info in infos["forward"])
+    blocks = sum(int(np.size(np.asarray(info.steps))) for info in _reports(infos["forward"]))
     return f"{_most_steps(infos['forward'])} Newton / {backward}" + (f" (most of {blocks:,} blocks)" if blocks > 1 else "")
 
 
 def _status_ok(infos) -> bool:
-    return all(bool(np.all(np.asarray(info.status) == 0)) for stage in infos.values() for info in stage)
+    return all(bool(np.all(np.asarray(info.status) == 0)) for stage in infos.values() for info in _reports(stage))
 
 
 def measure_lagjax(problem, repeats: int) -> list[dict]:

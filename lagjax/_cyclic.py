@@ -19,12 +19,18 @@ after every cycle and checked against the tolerance.
 
 Tolerances (`rtol`, `atol` of `Solver`, both measured in the max-norm):
 
-- root finding stops when `max|F(u) − u| <= atol + rtol · max|u|`;
+- root finding stops when `max|F(u) − u| <= atol + rtol · max|u|`; dense blocks also require the
+  Newton step there, `max|δ|`, to be within that bound, and their condition (`Info.condition`) to be at
+  most `Solver.max_condition`, or report `ILL_CONDITIONED` (values kept: `usable`);
 - a matrix-free linear solve succeeds when `max|c − A w| <= rtol · max|c|` (scale-free: the system is
   linear; `atol` plays no part, so tiny right-hand sides are still solved to relative accuracy);
 - a dense linear solve (LU) succeeds when its backward error is within rtol,
   `max|c − A w| <= rtol · (max|c| + ‖A‖∞ max|w|)`, and `I − J` is not numerically singular: its
-  reciprocal condition number (1-norm) is at least m · eps.
+  reciprocal condition number (1-norm) is at least m · eps; past `Solver.max_condition` it is
+  `ILL_CONDITIONED` (values kept).
+
+The dense linear solves can reuse the root's factorisation (`find_root(..., return_factors=True)`,
+`Factors`): a gradient then forms and factors I − J once per Newton step, never again after the root.
 """
 
 from __future__ import annotations
@@ -478,19 +484,21 @@ def _solve_linear(F, u, rhs, solver, factors, transpose):
     finite_in = _all_finite(rhs) & _all_finite(u)
 
     if m <= solver.dense_max:
-        if factors is None:  # I − J at u, exact: the products below are the dense matrix's
+        A = None
+        if factors is None:  # I − J at u, exact
             A = jnp.eye(m, dtype=dtype) - jax.jacfwd(F)(u).astype(dtype)
             lu = _lu_factor(A)
             factors = Factors(*lu, _norm1(A), _norm_inf(A), _inverse_norm1(lu))
-            matvec = (lambda x: x @ A) if transpose else (lambda x: A @ x)
             finite_in = finite_in & _all_finite(A)
-        else:  # I − J at the pre-polish point: refine against the exact product at u
-            matvec = _operator(G, u, transpose)
         # backward error: x solves a system within rtol of (A, rhs); LU attains ~eps, so this only
         # catches a breakdown. Conditioning, the real risk, is judged by the condition estimate.
         norm = factors.norm1 if transpose else factors.norm_inf  # ‖A‖∞ of the system solved
         accepted = lambda x: rtol * (_max_norm(rhs) + norm * _max_norm(x))
-        x, residual = _refined_solve(factors, matvec, rhs, transpose, accepted)
+        if A is None:  # I − J at the pre-polish point: refine against the exact product at u
+            x, residual = _refined_solve(factors, _operator(G, u, transpose), rhs, transpose, accepted)
+        else:  # exact factors: one solve, the residual by the dense product
+            x = _lu_solve(lu, rhs, trans=1 if transpose else 0)
+            residual = _max_norm(rhs - ((x @ A) if transpose else (A @ x)))
         backward_ok = residual <= accepted(x)
         solved = _all_finite(x) & backward_ok & ~_singular(factors, m, eps)
         # a finite x with a non-finite residual: the product at u is not finite (J there)

@@ -278,7 +278,8 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
       `max|F(u) − u|` and the Newton step at u, `max|δ|` with `(I − J) δ = F(u) − u` (from the LU already
       at hand), are both <= tol: at a regular root the step test costs at most one more step (quadratic
       convergence); at a multiple root Newton only converges linearly and the step is the honest
-      measure of the remaining error. The returned root then gets that step (polishing, free).
+      measure of the remaining error. A SUCCESS root then gets that step (polishing, free); an
+      ILL_CONDITIONED one is returned where its residual, condition and factors were evaluated.
       `info.status`:
         SUCCESS: converged, and (dense) `info.condition <= Solver.max_condition`;
         ILL_CONDITIONED (dense; values kept): the residual test is met but `info.condition` exceeds
@@ -303,12 +304,12 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
     inf = jnp.full((), jnp.inf, dtype)
 
     def evaluate(u):
-        """G(u), and I − J at u LU-factored with its 1-norm (dense; placeholders when matrix-free)."""
+        """G(u), and I − J at u LU-factored with its 1- and ∞-norms (dense; placeholders when matrix-free)."""
         if not dense:
             return G(u), (jnp.zeros((), dtype), jnp.zeros((), jnp.int32)), jnp.zeros((), dtype)
         g, J = G(u), jax.jacfwd(F)(u).astype(dtype)
         A = eye - J
-        return g, _lu_factor(A), A
+        return g, _lu_factor(A), (_norm1(A), _norm_inf(A))  # the norms, not A: an m × m carry less (compiles faster)
 
     def newton_step(u, g, lu):
         """δ with (I − J) δ = g, and whether the linear solve succeeded (matrix-free: GMRES)."""
@@ -317,11 +318,11 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
         delta, residual, _ = _gmres(lambda v: -jvp(v), g, target, solver)
         return delta, residual <= target
 
-    def status_of(u, g, A, delta, steps, solved, previous):
+    def status_of(u, g, norms, delta, steps, solved, previous):
         """RUNNING (-1) or a `Status` code at the iterate u after `steps` steps, the most severe first.
 
         Dense: `delta` is the Newton step at u, `previous` the size of the one that led to u."""
-        finite = _all_finite(u) & _all_finite(g) & (_all_finite(A) if dense else True)
+        finite = _all_finite(u) & _all_finite(g) & (jnp.isfinite(norms[0]) if dense else True)  # ‖I − J‖₁: J finite
         tol = atol + rtol * _max_norm(u)
         converged = _max_norm(g) <= tol
         out_of_steps = steps >= solver.max_steps
@@ -349,27 +350,27 @@ def find_root(F: Callable, u0: jax.Array, solver: Solver = Solver(), *, return_f
     # One evaluation site: evaluate at u, stop there or take a step (evaluated in the next pass).
     def body(state):
         u, steps, solved, previous, _ = state
-        g, lu, A = evaluate(u)
+        g, lu, norms = evaluate(u)
         delta = _lu_solve(lu, g) if dense else jnp.zeros_like(u)  # dense: the step, computed once
-        status = status_of(u, g, A, delta, steps, solved, previous)
+        status = status_of(u, g, norms, delta, steps, solved, previous)
         running = status < 0
         if dense:  # no lax.cond: the line search does not start when the loop stops here
             u = _damped(G, u, g, delta, running)
         else:  # a GMRES solve is not started either
             u, solved = lax.cond(running, step, lambda u, g, lu, delta: (u, solved), u, g, lu, delta)
         size = jnp.where(running, _max_norm(delta), previous)
-        return u, steps + running.astype(jnp.int32), solved, size, (status, g, lu, A, delta)
+        return u, steps + running.astype(jnp.int32), solved, size, (status, g, lu, norms, delta)
 
-    _, lu0, A0 = jax.eval_shape(evaluate, u0)
-    last0 = (jnp.int32(-1), jnp.zeros_like(u0), _zeros_like(lu0), _zeros_like(A0), jnp.zeros_like(u0))
+    _, lu0, norms0 = jax.eval_shape(evaluate, u0)
+    last0 = (jnp.int32(-1), jnp.zeros_like(u0), _zeros_like(lu0), _zeros_like(norms0), jnp.zeros_like(u0))
     state0 = (u0, jnp.int32(0), jnp.bool_(True), inf, last0)
-    u, steps, _, _, (status, g, lu, A, delta) = lax.while_loop(lambda state: state[-1][0] < 0, body, state0)
+    u, steps, _, _, (status, g, lu, norms, delta) = lax.while_loop(lambda state: state[-1][0] < 0, body, state0)
     residual = _max_norm(g)
     if not dense:
         condition = jnp.full((), jnp.nan, dtype)
         factors = Factors(jnp.zeros((0, 0), dtype), jnp.zeros((0,), jnp.int32), condition, condition, condition)
     else:
-        factors = Factors(*lu, _norm1(A), _norm_inf(A), _inverse_norm1(lu))
+        factors = Factors(*lu, *norms, _inverse_norm1(lu))
         condition = _condition(factors)
         kept = usable(status)
         # a stalled step no larger than rounding can make it: the root is as good as the dtype allows

@@ -9,17 +9,18 @@ differentiate it; `Solver` options for the cyclic blocks, `SolveError` when one 
 
 from importlib import metadata as _metadata
 
-from lagjax._computation import Computation, SolveError
+from lagjax._block_groups import Block
+from lagjax._computation import Computation, ConditionWarning, SolveError
 from lagjax._cyclic import Info, Solver, Status
 from lagjax._fixed_point import fixed_point
 from lagjax._graph import Graph
 from lagjax._program import Constraint, Constraints
-from lagjax._schedule import Block
 from lagjax._trace import Traced, trace
 
 __all__ = [
     "Block",
     "Computation",
+    "ConditionWarning",
     "Constraint",
     "Constraints",
     "Graph",

@@ -169,9 +169,28 @@ class Restriction:
         return self.storage.seed(values, dtype, tables["storage"])
 
     # --- the sweeps on the active part ---------------------------------------------------------
-    def linearize(self, z, tables) -> _linear.AtPoint:
-        """The active part's local maps at the program's solution `z` (buffers)."""
-        return _linear.AtPoint(self.schedule, tables, self.gather(z, tables), self.comp.solver)
+    def linearize(self, z, tables, factors=None) -> _linear.AtPoint:
+        """The active part's local maps at the program's solution `z` (buffers); `factors`, the
+        program's block groups' factorisations there (`Computation.solve_point`), reused where a
+        block group of the part holds blocks of one of the program's, their variables in the same order."""
+        if factors is not None:
+            factors = [None if m is None else jax.tree.map(lambda a, m=m: a[m[1]], factors[m[0]]) for m in self._factor_sources]
+        return _linear.AtPoint(self.schedule, tables, self.gather(z, tables), self.comp.solver, factors)
+
+    @property
+    def _factor_sources(self) -> list:
+        """Per block group of the part, `(program block group, member ranks)` whose factors it reuses, or None."""
+        if not hasattr(self, "_sources"):
+            comp, self._sources = self.comp, []
+            for group in self.schedule.block_groups:
+                program = [comp.blocks[self.blocks[b]] for b in group.blocks.tolist()]
+                source = {block.group for block in program}
+                ranks = np.asarray([block.member for block in program], np.int64)
+                same = len(source) == 1 and np.array_equal(
+                    self.variables[group.order], comp.schedule.block_groups[min(source)].order[ranks]
+                )
+                self._sources.append((min(source), ranks) if same else None)
+        return self._sources
 
     def tangents(self, maps, seed, tables) -> tuple[list, list]:
         """Forward substitution on the active part: `(t, report)`, t in the active part's buffers."""

@@ -34,11 +34,13 @@ _DENSE_NUMBERS_MAX = 2**22
 @dataclasses.dataclass(frozen=True, eq=False)
 class Block:
     """A cyclic block: the variables `variables` (sorted; their names `names`) of one strongly
-    connected component with a cycle, solved as one; member `member` of block group `group`."""
+    connected component with a cycle, defined by the constraints `constraints` (positions), solved
+    as one; member `member` of block group `group`."""
 
     index: int
     variables: np.ndarray
     names: tuple
+    constraints: np.ndarray
     group: int
     member: int
 
@@ -126,7 +128,7 @@ def build(blocks: Sequence[np.ndarray], d: int, table, class_shapes, var_class, 
         groups.append(_group(index, members, parts, class_shapes, var_row, member_rank, block_level))
         for rank, b in enumerate(members):
             variables = parts[b][0]
-            records[b] = Block(b, variables, tuple(names[v] for v in variables.tolist()), index, rank)
+            records[b] = Block(b, variables, tuple(names[v] for v in variables.tolist()), variables - d, index, rank)
     return tuple(records), tuple(groups)
 
 

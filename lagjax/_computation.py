@@ -61,6 +61,24 @@ class SolveError(RuntimeError):
         )
 
 
+class ConditionWarning(UserWarning):
+    """A cyclic block was solved, but is ill-conditioned at its solution (`Status.ILL_CONDITIONED`):
+    its values are kept and are less accurate than the tolerance. Issued by `Computation` methods
+    called outside `jax.jit`; the message names the blocks, their condition estimates and what
+    accuracy the values have. Attributes: `blocks` (the flagged blocks' variables), `stage`,
+    `condition` (their estimates)."""
+
+    def __init__(self, comp, stage: str, info, flagged):
+        self.blocks = [comp.blocks[int(k)].names for k in flagged]
+        self.stage, self.condition = stage, [float(info.condition[k]) for k in flagged]
+        b = int(flagged[0])
+        more = f" ({len(flagged) - 1} other block(s) too, all in `.blocks`)" if flagged.size > 1 else ""
+        super().__init__(
+            f"The cyclic block of {list(self.blocks[0])} is ill-conditioned ({stage}): condition estimate "
+            f"{float(info.condition[b]):.3g}, residual {float(info.residual[b]):.3g}{more}. {_cyclic.message(_cyclic.ILL_CONDITIONED)}."
+        )
+
+
 class Computation:
     """A program's constraints and objective, with its forward and backward solves.
 
@@ -134,17 +152,23 @@ class Computation:
             self._jit[name] = jax.jit(getattr(self, "_" + name + "_entry"), static_argnames="active")
 
     # --- the internal protocol: solve, linearise, objective ----------------------------------
-    def solve_buffers(self, tables, x):
-        """The forward pass on the class buffers: `(z, report)` for inputs `x` (a vector or a dict)."""
+    def solve_point(self, tables, x):
+        """The forward pass on the class buffers: `(z, report, factors)` for inputs `x` (a vector or a
+        dict); `factors`, the cyclic blocks' factorisations at their roots (`_sweeps.solve`)."""
         dtype = jax.tree.leaves(x)[0].dtype if jax.tree.leaves(x) else jnp.result_type(float)
         z0 = self.storage.inputs(x, dtype)
         init = [jnp.asarray(u, dtype) for u in self._init]
-        z, report = _sweeps.solve(self.schedule, tables, z0, self.solver, init)
+        return _sweeps.solve(self.schedule, tables, z0, self.solver, init)
+
+    def solve_buffers(self, tables, x):
+        """The forward pass on the class buffers: `(z, report)` for inputs `x` (a vector or a dict)."""
+        z, report, _ = self.solve_point(tables, x)
         return z, report
 
-    def linearize(self, tables, z) -> _linear.AtPoint:
-        """The local linear maps at z: D without building it (`_linear`)."""
-        return _linear.AtPoint(self.schedule, tables, z, self.solver)
+    def linearize(self, tables, z, factors=None) -> _linear.AtPoint:
+        """The local linear maps at z: D without building it (`_linear`); `factors` from `solve_point`
+        at z, reused by the cyclic blocks' linear solves."""
+        return _linear.AtPoint(self.schedule, tables, z, self.solver, factors)
 
     def tree(self, buffers, tables):
         """Buffers as the objective sees all variables: a mapping by name (`Variables`: each read when
@@ -196,13 +220,14 @@ class Computation:
         return self._restrictions[key]
 
     def _multipliers(self, tables, x):
-        z, forward = self.solve_buffers(tables, x)
-        lam, report = _sweeps.back_substitute(self.schedule, tables, self.linearize(tables, z), self.objective_gradient(z, tables))
+        z, forward, factors = self.solve_point(tables, x)
+        maps = self.linearize(tables, z, factors)
+        lam, report = _sweeps.back_substitute(self.schedule, tables, maps, self.objective_gradient(z, tables))
         return z, lam, {"forward": forward, "multipliers": report}
 
-    def _tangent_sweeps(self, tables, z, seeds):
+    def _tangent_sweeps(self, tables, z, factors, seeds):
         """Tangents for a batch of seeds (buffers with a leading axis): `(t, report)`."""
-        maps = self.linearize(tables, z)
+        maps = self.linearize(tables, z, factors)
         t, reports = jax.vmap(lambda seed: _sweeps.forward_substitute(self.schedule, tables, maps, seed))(seeds)
         return t, {"tangents": worst(reports)}
 
@@ -225,34 +250,34 @@ class Computation:
 
     def _gradient_part_entry(self, tables, rtables, x, active):
         R = self.restriction(active)
-        z, forward = self.solve_buffers(tables, x)
-        maps = R.linearize(z, rtables)
+        z, forward, factors = self.solve_point(tables, x)
+        maps = R.linearize(z, rtables, factors)
         lam, report = R.multipliers(maps, R.gather(self.objective_gradient(z, tables), rtables), rtables)
         return R.out(lam, rtables), {"forward": forward, "multipliers": report}
 
     def _tangents_part_entry(self, tables, rtables, x, v, active):  # v: the active inputs' directions, by name
         R = self.restriction(active)
-        z, forward = self.solve_buffers(tables, x)
+        z, forward, factors = self.solve_point(tables, x)
         dtype = z[0].dtype
-        t, report = R.tangents(R.linearize(z, rtables), R.seed(v, dtype, rtables), rtables)
+        t, report = R.tangents(R.linearize(z, rtables, factors), R.seed(v, dtype, rtables), rtables)
         t = R.scatter(t, rtables, dtype)
         return (self._out(z, tables), self._out(t, tables)), {"forward": forward, "tangents": report}
 
     def _tangents_entry(self, tables, x, v):  # v: (m, width), flat input directions
-        z, forward = self.solve_buffers(tables, x)
+        z, forward, factors = self.solve_point(tables, x)
         width = int(self.layout.offsets[self.d])
         rest = jnp.zeros((v.shape[0], self.size - width), v.dtype)
         seeds = jax.vmap(lambda e: self.storage.from_flat(e, tables["storage"]))(jnp.concatenate([v, rest], axis=1))
-        t, report = self._tangent_sweeps(tables, z, seeds)
+        t, report = self._tangent_sweeps(tables, z, factors, seeds)
         report["forward"] = forward
         return (self._out(z, tables), jax.vmap(lambda b: self._out(b, tables))(t)), report
 
     def _jacobian_entry(self, tables, x):
-        z, forward = self.solve_buffers(tables, x)
+        z, forward, factors = self.solve_point(tables, x)
         width = int(self.layout.offsets[self.d])
         dtype = z[0].dtype
         seeds = jax.vmap(lambda e: self.storage.from_flat(e, tables["storage"]))(jnp.eye(width, self.size, dtype=dtype))
-        t, report = self._tangent_sweeps(tables, z, seeds)
+        t, report = self._tangent_sweeps(tables, z, factors, seeds)
         report["forward"] = forward
         T = jax.vmap(lambda b: self.storage.to_flat(b, tables["storage"]))(t)  # (width, size)
         if not self.dicts:
@@ -357,11 +382,14 @@ class Computation:
             if stage not in report:
                 continue
             info = jax.tree.map(np.asarray, report[stage])
-            failed = np.flatnonzero(info.status != _cyclic.SUCCESS)
+            failed = np.flatnonzero(~np.isin(info.status, (_cyclic.SUCCESS, _cyclic.ILL_CONDITIONED)))
             if failed.size:
                 b = int(failed[0])
                 others = [self.blocks[int(k)].names for k in failed[1:]]
                 raise SolveError(self.blocks[b].names, stage, int(info.status[b]), float(info.residual[b]), int(info.steps[b]), others)
+            flagged = np.flatnonzero(info.status == _cyclic.ILL_CONDITIONED)
+            if flagged.size:
+                warnings.warn(ConditionWarning(self, stage, info, flagged), stacklevel=4)
 
     def status(self, x) -> dict:
         """The cyclic blocks' reports at `x`, jittable: `{"forward": Info, "multipliers": Info}`, each

@@ -30,10 +30,12 @@ from lagjax._schedule import Schedule
 
 
 class AtPoint:
-    """The local linear maps at z (class buffers), for the solve options `solver`."""
+    """The local linear maps at z (class buffers), for the solve options `solver`; `factors`, per block
+    group the `_cyclic.Factors` of its members at z (from the forward solve, `_sweeps.solve`), reused
+    by the blocks' linear solves (None: each solve forms and factors its Jacobian)."""
 
-    def __init__(self, schedule: Schedule, tables: dict, z, solver: _cyclic.Solver):
-        self.schedule, self.tables, self.z, self.solver = schedule, tables, list(z), solver
+    def __init__(self, schedule: Schedule, tables: dict, z, solver: _cyclic.Solver, factors=None):
+        self.schedule, self.tables, self.z, self.solver, self.factors = schedule, tables, list(z), solver, factors
         dtype = z[0].dtype
         self.partials = {g: _local.group_partials(schedule, tables, z, g) for g in schedule.scalar_groups}
         self.step_partials = _local.step_partials(schedule, tables, self.partials, dtype)
@@ -84,17 +86,20 @@ class AtPoint:
         return jax.vmap(one, in_axes=(0, _local.data_axes(s, g), 0))(self._arguments(g, lanes), data, tangents)
 
     def _block(self, group, member):
-        """One member's `F` and its variables at z."""
+        """One member's `F`, its variables at z, and its factors (or None)."""
         F = _blocks.function(self.schedule, self.tables, group, member, self.z)
-        return F, _blocks.gather(self.schedule, self.tables, group, member[None], self.z)[0]
+        u = _blocks.gather(self.schedule, self.tables, group, member[None], self.z)[0]
+        mine = None if self.factors is None else self.factors[group.index]
+        factors = None if mine is None else jax.tree.map(lambda a: a[member], mine)
+        return F, u, factors
 
     def adjoint(self, group, member, c):
-        F, u = self._block(group, member)
-        return _cyclic.solve_adjoint(F, u, c, self.solver)
+        F, u, factors = self._block(group, member)
+        return _cyclic.solve_adjoint(F, u, c, self.solver, factors)
 
     def tangent(self, group, member, b):
-        F, u = self._block(group, member)
-        return _cyclic.solve_tangent(F, u, b, self.solver)
+        F, u, factors = self._block(group, member)
+        return _cyclic.solve_tangent(F, u, b, self.solver, factors)
 
 
 class FromDense:

@@ -150,17 +150,19 @@ def no_report(num_blocks: int, dtype) -> _cyclic.Info:
 
 
 def _poisoned(u: jax.Array, info: _cyclic.Info) -> jax.Array:
-    """`u` `(width, size)`, or NaN at the members whose solve failed: a failed block never passes for a result."""
-    return jnp.where((info.status == _cyclic.SUCCESS)[:, None], u, jnp.nan)
+    """`u` `(width, size)`, or NaN at the members whose solve failed: a failed block never passes for a
+    result (an ill-conditioned one keeps its values, flagged by its status)."""
+    return jnp.where(_cyclic.usable(info.status)[:, None], u, jnp.nan)
 
 
 # --- the forward pass ---------------------------------------------------------------------------
 def solve(schedule: Schedule, tables: dict, z0: list, solver: _cyclic.Solver, init: list) -> tuple[list, object]:
     """The forward pass, ∇_λ L = 0: `z_i = f_i(z[args(i)])` step by step, cyclic blocks by root finding.
 
-    Args: `z0`, the class buffers with the inputs in place (zeros elsewhere); `init`, per block the
-    flat initial guess of its variables. Returns `(z, infos)`: the buffers, and per segment the
-    root finder's `Info` (None without cycles).
+    Args: `z0`, the class buffers with the inputs in place (zeros elsewhere); `init`, per block group
+    the flat initial guesses of its members' variables `(B, size)`. Returns `(z, report, factors)`:
+    the buffers, every block's `Info` (fields `(num_blocks,)`), and per block group its members'
+    `_cyclic.Factors` at their roots (stacked), for the linear solves that follow (`_linear.AtPoint`).
     """
     written = schedule.written
     dtype = z0[0].dtype
@@ -182,19 +184,36 @@ def solve(schedule: Schedule, tables: dict, z0: list, solver: _cyclic.Solver, in
 
     branches = [branch(g) for g in range(len(schedule.groups))] + [skip]
 
-    def step(z, t):
+    def step(state, t):  # the state: the buffers, and every block group's factors
+        z, factors = state
         outs = lax.switch(t["group"], branches, z, t) if len(branches) > 1 else branches[0](z, t)
-        return _write(z, written, outs, t["start"])
+        return _write(z, written, outs, t["start"]), factors
 
-    def block(group, members, valid, z):
+    def block(group, members, valid, state):
+        z, factors = state
+
         def one(member, u0):
-            return _cyclic.find_root(_blocks.function(schedule, tables, group, member, z), u0, solver)
+            return _cyclic.find_root(_blocks.function(schedule, tables, group, member, z), u0, solver, return_factors=True)
 
-        u, info = _blocks.over_lanes(one, group.width)(members, init[group.index][members].astype(dtype))
-        return _blocks.scatter(schedule, tables, group, members, valid, z, _poisoned(u, info)), info
+        u, info, found = _blocks.over_lanes(one, group.width)(members, init[group.index][members].astype(dtype))
+        z = _blocks.scatter(schedule, tables, group, members, valid, z, _poisoned(u, info))
+        ids = jnp.where(valid, members, len(group.blocks))
+        factors = list(factors)
+        factors[group.index] = jax.tree.map(lambda kept, new: kept.at[ids].set(new, mode="drop"), factors[group.index], found)
+        return (z, factors), info
 
     xs = _step_tables(schedule, tables, dict(group=tables["forward_branch"]))
-    return _loop(schedule, tables, step, list(z0), xs, block, reverse=False)
+    factors = [no_factors(group, solver, dtype) for group in schedule.block_groups]
+    (z, factors), report = _loop(schedule, tables, step, (list(z0), factors), xs, block, reverse=False)
+    return z, report, factors
+
+
+def no_factors(group, solver: _cyclic.Solver, dtype) -> _cyclic.Factors:
+    """A block group's `Factors` before its blocks are solved, stacked `(B, ...)` (zeros; matrix-free
+    groups: the placeholder of `find_root`)."""
+    B, m = len(group.blocks), group.size if group.size <= solver.dense_max else 0
+    norm = jnp.full((B,), jnp.nan, dtype)
+    return _cyclic.Factors(jnp.zeros((B, m, m), dtype), jnp.zeros((B, m), jnp.int32), norm, norm, norm)
 
 
 # --- the substitutions -----------------------------------------------------------------------------

@@ -223,3 +223,28 @@ def test_random_programs_of_many_small_cycles_against_the_closed_form(spec):
     A = np.eye(n) - W
     assert testing.relative_error(comp.gradient(x), B.T @ np.linalg.solve(A.T, c)) < 1e-10
     assert testing.relative_error(comp.jacobian(x)[d:], np.linalg.solve(A, B)) < 1e-10
+
+
+def test_a_degenerate_member_is_flagged_alone():
+    """y_i = y_i − s_i (y_i − x_i)² − (1 − s_i)(y_i − x_i): a simple root at x_i where s_i = 0, a double
+    root where s_i = 1 (I − ∂F/∂y = 0 there): that member alone is flagged, its value kept."""
+    s = np.asarray([0.0, 1.0, 0.0, 0.0])
+    C = Constraints([f"x{i}" for i in range(4)])
+    C.add_constraints(
+        [f"y{i}" for i in range(4)],
+        lambda v, s: v[0] - s * (v[0] - v[1]) ** 2 - (1 - s) * (v[0] - v[1]),
+        [[f"y{i}", f"x{i}"] for i in range(4)],
+        data=s,
+    )
+    comp = Computation(lambda z: jnp.sum(z[4:]), C.inputs, C)
+    assert len(comp.schedule.block_groups) == 1
+    x = jnp.asarray([0.5, 0.7, -0.25, 2.0])
+    report = jax.jit(comp.status)(x)["forward"]
+    status = np.asarray(report.status)
+    assert status.tolist() == [lagjax.Status.SUCCESS, lagjax.Status.ILL_CONDITIONED, lagjax.Status.SUCCESS, lagjax.Status.SUCCESS]
+    assert float(report.condition[1]) > 1e7 > float(np.max(np.asarray(report.condition)[[0, 2, 3]]))
+    with pytest.warns(lagjax.ConditionWarning, match=r"\['y1'\] is ill-conditioned") as caught:
+        z = np.asarray(comp.solve_constraints(x))
+    assert caught[0].message.blocks == [("y1",)]
+    assert np.all(z[4:][[0, 2, 3]] == np.asarray(x)[[0, 2, 3]])
+    assert abs(z[5] - 0.7) < 1e-4  # a double root: accurate to about the square root of the tolerance

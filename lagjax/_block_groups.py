@@ -52,7 +52,8 @@ class BlockGroup:
     Shared by the members: `classes` (of their variables, in the order of u), `counts[c]` (variables
     of class c), `offsets[c]` (where they start in u), `groups` (the constraint groups defining them),
     and per group g: `out[g]` `(n_g,)` the positions of its constraints' variables among the block's
-    variables of its class, `inside[g]` `(n_g, k_g)` whether each argument is a variable of the block.
+    variables of its class, `inside[g]` `(n_g, k_g)` whether each argument is a variable of the block,
+    `inner[g]` `(n_g, k_g)` its position among the block's variables of its class there (0 elsewhere).
 
     Per member (a leading axis of B): `blocks` `(B,)` their indices; `order` `(B, variables)` their
     variables in the order of u; `rows[c]` `(B, counts[c])` those variables' rows in class c;
@@ -71,6 +72,7 @@ class BlockGroup:
     groups: tuple
     out: dict
     inside: dict
+    inner: dict
     order: np.ndarray
     rows: dict
     members: dict
@@ -154,6 +156,7 @@ def _group(index, members, parts, class_shapes, var_row, member_rank, block_leve
     rows = {c: var_row[order[:, ordered == c]] for c in classes}
     ranks = {g: member_rank[order[:, mask]] for g, mask in masks.items()}
     at = {g: np.stack([parts[b][5][mask] for b in members])[:, :, : shared_inside[g].shape[1]] for g, mask in masks.items()}
+    inner = {g: np.where(shared_inside[g], at[g][0], 0) for g in masks}
     width, steps, step_level = _steps(block_level[np.asarray(members)], size)
     return BlockGroup(
         index=index,
@@ -165,6 +168,7 @@ def _group(index, members, parts, class_shapes, var_row, member_rank, block_leve
         groups=constraint_groups,
         out=out,
         inside=shared_inside,
+        inner=inner,
         order=order,
         rows=rows,
         members=ranks,

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lagjax import _local
+from lagjax import _cyclic, _local
 from lagjax._block_groups import BlockGroup
 from lagjax._schedule import Schedule
 
@@ -40,20 +41,6 @@ def gather(schedule: Schedule, tables: dict, group: BlockGroup, members: jax.Arr
     return jnp.concatenate([jnp.reshape(buffers[c][rows[c][members]], (width, -1)) for c in group.classes], axis=1)
 
 
-def scatter(schedule: Schedule, tables: dict, group: BlockGroup, members: jax.Array, valid: jax.Array, buffers, u: jax.Array) -> list:
-    """The buffers with the members' variables set to the flat `u` `(width, size)`; padding lanes'
-    writes are dropped (their rows point past the buffer)."""
-    rows = tables["block_groups"][group.index]["rows"]
-    out = list(buffers)
-    for c in group.classes:
-        shape = schedule.shapes[c]
-        start, m = group.offsets[c], group.counts[c]
-        part = jnp.reshape(u[:, start : start + m * math.prod(shape)], (-1,) + tuple(shape))
-        where = jnp.where(valid[:, None], rows[c][members], out[c].shape[0])
-        out[c] = out[c].at[jnp.ravel(where)].set(part.astype(out[c].dtype), mode="drop")
-    return out
-
-
 def split(schedule: Schedule, group: BlockGroup, u: jax.Array) -> dict:
     """One member's flat `u` as `{class: (counts[c], *shape_c)}`."""
     parts = {}
@@ -63,14 +50,24 @@ def split(schedule: Schedule, group: BlockGroup, u: jax.Array) -> dict:
     return parts
 
 
-def function(schedule: Schedule, tables: dict, group: BlockGroup, member: jax.Array, buffers) -> Callable[[jax.Array], jax.Array]:
-    """`F(u)` of one member (a traced rank): its constraints on the flat vector of its variables, `(size,) -> (size,)`."""
-    dtype = buffers[0].dtype
+def outside(schedule: Schedule, tables: dict, group: BlockGroup, members: jax.Array, buffers) -> dict:
+    """What a block step's members read from outside their blocks: per constraint group g, the
+    arguments from the buffers, `fixed[g][p]` `(width, n_g, *shape_p)` (a placeholder where an argument
+    is inside the block), and the data its constraints capture, `data[g]` (None for a leaf all share).
+    Read outside the block step's `lax.switch` (see `StepOut`)."""
     mine = tables["block_groups"][group.index]
-    at = {g: mine["at"][g][member] for g in group.groups}
-    fixed = {}  # per constraint group, per argument: the values read from outside the block (or a placeholder)
+    fixed, data = {}, {}
     for g in group.groups:
-        fixed[g] = [buffers[c][at[g][:, p]] for p, c in enumerate(schedule.arg_class[g])]
+        at = mine["at"][g][members]
+        fixed[g] = [buffers[c][at[:, :, p]] for p, c in enumerate(schedule.arg_class[g])]
+        ranks = mine["members"][g][members]
+        data[g] = tuple(None if one else leaf[ranks] for leaf, one in zip(tables["group_data"][g], schedule.group_shared[g]))
+    return dict(fixed=fixed, data=data)
+
+
+def function(schedule: Schedule, tables: dict, group: BlockGroup, read: dict, dtype) -> Callable[[jax.Array], jax.Array]:
+    """`F(u)` of one member, its `outside` values `read` (one lane's): its constraints on the flat
+    vector of its variables, `(size,) -> (size,)`."""
 
     def F(u):
         parts = split(schedule, group, u.astype(dtype))
@@ -80,12 +77,13 @@ def function(schedule: Schedule, tables: dict, group: BlockGroup, member: jax.Ar
             for p, c in enumerate(schedule.arg_class[g]):
                 inside = group.inside[g][:, p]
                 if not inside.any():
-                    args.append(fixed[g][p])
+                    args.append(read["fixed"][g][p])
                     continue
-                own = parts[c][jnp.where(jnp.asarray(inside), at[g][:, p], 0)]  # position 0 where outside: masked below
+                own = parts[c][group.inner[g][:, p]]  # position 0 where outside: masked below
                 mask = jnp.reshape(jnp.asarray(inside), (-1,) + (1,) * len(schedule.shapes[c]))
-                args.append(jnp.where(mask, own, fixed[g][p]))
-            data = _local.member_data(schedule, tables, g, mine["members"][g][member])
+                args.append(jnp.where(mask, own, read["fixed"][g][p]))
+            leaves = zip(tables["group_data"][g], schedule.group_shared[g], read["data"][g])
+            data = tuple(leaf if shared else own for leaf, shared, own in leaves)
             out = _local.evaluate(schedule, g, args, data).astype(dtype)
             c = schedule.group_class[g]
             values[c] = values[c].at[group.out[g]].set(out, unique_indices=True)
@@ -99,3 +97,121 @@ def over_lanes(fn: Callable, width: int) -> Callable:
     if width == 1:
         return lambda *args: jax.tree.map(lambda a: a[None], fn(*jax.tree.map(lambda a: a[0], args)))
     return jax.vmap(fn)
+
+
+# --- a block step's results, in one format for every block group -----------------------------------
+# A block step is one branch of a `lax.switch` over the block groups. A branch that wrote the class
+# buffers itself would make XLA copy them at every block step (O(n) per block: a cliff for many small
+# blocks along a long chain), so a branch only reads, and returns its writes padded to shapes common
+# to all groups; they are applied outside the switch, in place. Padding rows point past the buffers
+# (dropped).
+
+
+class StepOut(NamedTuple):
+    """A block step's writes: per class c (of some block group's variables) `rows[c]` `(L_c,)` and
+    `values[c]` `(L_c, *shape_c)`; `ids` `(W,)` the blocks solved and `info` their `Info`s; `factors`
+    (forward only) the members' factorisations flattened, `(members (W,), lu (W, M²), permutation (W, M),
+    norms (W, 3))`, written into the group `group`'s stack."""
+
+    rows: dict
+    values: dict
+    ids: jax.Array
+    info: _cyclic.Info
+    factors: tuple | None
+
+
+def _common(schedule: Schedule) -> tuple[int, dict, int]:
+    """`(W, {c: L_c}, M)`: the widest block step, the most rows of each class one writes, the largest dense size."""
+    groups = schedule.block_groups
+    W = max(group.width for group in groups)
+    classes = sorted({c for group in groups for c in group.classes})
+    L = {c: max(group.width * group.counts.get(c, 0) for group in groups) for c in classes}
+    return W, L, max(group.size for group in groups)
+
+
+def _pad(a: jax.Array, n: int, fill=0) -> jax.Array:
+    extra = n - a.shape[0]
+    if extra == 0:
+        return a
+    return jnp.concatenate([a, jnp.full((extra,) + a.shape[1:], fill, a.dtype)])
+
+
+def pack(schedule: Schedule, tables: dict, group: BlockGroup, members, valid, ends, u, info, factors=None, dense_max=0) -> StepOut:
+    """A block step of `group` in the common format: its members' new values `u` `(width, size)`
+    (for the rows of their variables), their `info`, and (forward) their `factors`; `ends`, per class
+    its buffer's rows and dtype."""
+    W, L, M = _common(schedule)
+    rows = tables["block_groups"][group.index]["rows"]
+    out_rows, out_values = {}, {}
+    for c, n in L.items():
+        shape = schedule.shapes[c]
+        end, dtype = ends[c]  # past the buffer: dropped
+        if c in group.classes:
+            start, m = group.offsets[c], group.counts[c]
+            r = jnp.ravel(jnp.where(valid[:, None], rows[c][members], end))
+            v = jnp.reshape(u[:, start : start + m * math.prod(shape)], (-1,) + tuple(shape)).astype(dtype)
+        else:
+            r, v = jnp.zeros((0,), jnp.int32), jnp.zeros((0,) + tuple(shape), dtype)
+        out_rows[c], out_values[c] = _pad(r, n, end), _pad(v, n)
+    ids = _pad(jnp.where(valid, tables["block_groups"][group.index]["blocks"][members], len(schedule.blocks)), W, len(schedule.blocks))
+    info = jax.tree.map(lambda a: _pad(a, W), info)
+    packed = None
+    if factors is not None:
+        Md = max((g.size for g in schedule.block_groups if g.size <= dense_max), default=0)
+        ranks = _pad(jnp.where(valid, members, len(group.blocks)), W, 2**30)
+        lu = jnp.reshape(factors.lu, (factors.lu.shape[0], -1))
+        lu = _pad(jnp.pad(lu, ((0, 0), (0, Md * Md - lu.shape[1]))), W)
+        perm = _pad(jnp.pad(factors.permutation, ((0, 0), (0, Md - factors.permutation.shape[1]))), W)
+        norms = _pad(jnp.stack([factors.norm1, factors.norm_inf, factors.inverse_norm1], axis=1), W)
+        packed = (ranks, lu, perm, norms)
+    return StepOut(out_rows, out_values, ids, info, packed)
+
+
+def nothing(schedule: Schedule, ends, dtype, factors: bool, dense_max=0) -> StepOut:
+    """The writes of a segment without a block step: every one dropped."""
+    W, L, _ = _common(schedule)
+    rows = {c: jnp.full((n,), ends[c][0], jnp.int32) for c, n in L.items()}
+    values = {c: jnp.zeros((n,) + tuple(schedule.shapes[c]), ends[c][1]) for c, n in L.items()}
+    ids = jnp.full((W,), len(schedule.blocks), jnp.int32)
+    zeros = jnp.zeros((W,), jnp.int32)
+    info = _cyclic.Info(zeros, jnp.zeros((W,), dtype), zeros, jnp.zeros((W,), dtype))
+    packed = None
+    if factors:
+        Md = max((g.size for g in schedule.block_groups if g.size <= dense_max), default=0)
+        packed = (jnp.full((W,), 2**30, jnp.int32), jnp.zeros((W, Md * Md), dtype), jnp.zeros((W, Md), jnp.int32), jnp.zeros((W, 3), dtype))
+    return StepOut(rows, values, ids, info, packed)
+
+
+def write(buffers, out: StepOut) -> list:
+    """The buffers with a block step's values written (in place; padding dropped)."""
+    buffers = list(buffers)
+    for c, rows in out.rows.items():
+        buffers[c] = buffers[c].at[rows].set(out.values[c], mode="drop")
+    return buffers
+
+
+def record(report: _cyclic.Info, out: StepOut) -> _cyclic.Info:
+    """Every block's `Info` with the block step's written at its blocks."""
+    return jax.tree.map(lambda r, i: r.at[out.ids].set(i.astype(r.dtype), mode="drop"), report, out.info)
+
+
+def keep_factors(schedule: Schedule, factors: list, out: StepOut, group_index, dense_max: int) -> list:
+    """Every block group's stacked `Factors`, the block step's members' written where `group_index`
+    (traced) is theirs."""
+    ranks, lu, perm, norms = out.factors
+    factors = list(factors)
+    for g, group in enumerate(schedule.block_groups):
+        m = group.size if group.size <= dense_max else 0
+        if m == 0:
+            continue
+        W = group.width
+        ids = jnp.where(group_index == g, ranks[:W], len(group.blocks))
+        kept = factors[g]
+        factors[g] = _cyclic.Factors(
+            kept.lu.at[ids].set(jnp.reshape(lu[:W, : m * m], (W, m, m)), mode="drop"),
+            kept.permutation.at[ids].set(perm[:W, :m], mode="drop"),
+            kept.norm1.at[ids].set(norms[:W, 0], mode="drop"),
+            kept.norm_inf.at[ids].set(norms[:W, 1], mode="drop"),
+            kept.inverse_norm1.at[ids].set(norms[:W, 2], mode="drop"),
+        )
+    return factors

@@ -85,20 +85,24 @@ class AtPoint:
 
         return jax.vmap(one, in_axes=(0, _local.data_axes(s, g), 0))(self._arguments(g, lanes), data, tangents)
 
-    def _block(self, group, member):
-        """One member's `F`, its variables at z, and its factors (or None)."""
-        F = _blocks.function(self.schedule, self.tables, group, member, self.z)
-        u = _blocks.gather(self.schedule, self.tables, group, member[None], self.z)[0]
+    def reads(self, group, members):
+        """What the linear solves of a block step of `group` read at z: per member, its `outside` values,
+        its variables u, and its factors (or None)."""
+        outside = _blocks.outside(self.schedule, self.tables, group, members, self.z)
+        u = _blocks.gather(self.schedule, self.tables, group, members, self.z)
         mine = None if self.factors is None else self.factors[group.index]
-        factors = None if mine is None else jax.tree.map(lambda a: a[member], mine)
-        return F, u, factors
+        return outside, u, None if mine is None else jax.tree.map(lambda a: a[members], mine)
 
-    def adjoint(self, group, member, c):
-        F, u, factors = self._block(group, member)
+    def adjoint(self, group, at, c):
+        """`(I − J)ᵀ λ_B = c` for one member, `at` its share of `reads`."""
+        outside, u, factors = at
+        F = _blocks.function(self.schedule, self.tables, group, outside, self.z[0].dtype)
         return _cyclic.solve_adjoint(F, u, c, self.solver, factors)
 
-    def tangent(self, group, member, b):
-        F, u, factors = self._block(group, member)
+    def tangent(self, group, at, b):
+        """`(I − J) t_B = b` for one member, `at` its share of `reads`."""
+        outside, u, factors = at
+        F = _blocks.function(self.schedule, self.tables, group, outside, self.z[0].dtype)
         return _cyclic.solve_tangent(F, u, b, self.solver, factors)
 
 
@@ -154,25 +158,24 @@ class FromDense:
 
         return jax.vmap(one)(lanes["arg_vars"], lanes["out"], list(tangents), first)
 
-    def _diagonal(self, group, member):
-        """D's diagonal block of one member (a traced rank), over its variables in the order of u."""
-        # per member, the entries of D of its flattened variables: (B, size), a constant of the group
+    def reads(self, group, members):
+        """D's diagonal blocks of a block step's members, over their variables in the order of u."""
         s, offsets = self.schedule, self.layout.offsets
-        index = []
+        index = []  # per member, the entries of D of its flattened variables: (B, size), a constant
         start = 0
         for c in group.classes:
             m, size = group.counts[c], math.prod(s.shapes[c])
             variables = group.order[:, start : start + m]
             index.append((offsets[variables][:, :, None] + np.arange(size)).reshape(len(group.blocks), -1))
             start += m
-        index = jnp.asarray(np.concatenate(index, axis=1), jnp.int32)[member]
-        return self.D[index[:, None], index[None, :]]
+        index = jnp.asarray(np.concatenate(index, axis=1), jnp.int32)[members]
+        return self.D[index[:, :, None], index[:, None, :]]
 
-    def adjoint(self, group, member, c):
-        return _dense_solve(self._diagonal(group, member), -c)
+    def adjoint(self, group, diagonal, c):
+        return _dense_solve(diagonal, -c)
 
-    def tangent(self, group, member, b):
-        return _dense_solve(self._diagonal(group, member).T, -b)
+    def tangent(self, group, diagonal, b):
+        return _dense_solve(diagonal.T, -b)
 
 
 def _dense_solve(M, rhs):

@@ -98,49 +98,74 @@ def _step_tables(schedule: Schedule, tables: dict, extra: dict | None = None) ->
     return {**xs, **(extra or {})}
 
 
-def _loop(schedule: Schedule, tables: dict, step: Callable, carry, xs: dict, block: Callable | None, reverse: bool):
-    """Run `step` over the steps; with cyclic blocks, segment by segment with `block(group, step,
-    valid, carry)` at each segment's end (at its start, in reverse), a block step of one block group.
-    Returns `(carry, report)`: the `Info` of every block, fields `(num_blocks,)`."""
-    dtype = jax.tree.leaves(carry)[0].dtype
+def _loop(
+    schedule: Schedule, tables: dict, step: Callable, buffers, xs: dict, blocks: tuple | None, reverse: bool, factors=None, dense_max=0
+):
+    """Run `step` over the steps; with cyclic blocks, segment by segment with a block step of one
+    block group at each segment's end (at its start, in reverse). `blocks = (needs, solve)`:
+    `needs(group, members, buffers)` what a block step of `group` needs of the buffers, and
+    `solve(group, read)` its members' new values `(width, size)`, their `Info`s and (the forward
+    pass, where `factors` holds every group's stacked `Factors`) their factorisations.
+
+    The reads are made for every block group outside the block step's `lax.switch`, and its writes
+    applied outside it too (`_blocks.StepOut`): a switch given the buffers costs a copy of them per
+    block step on CPU (measured: O(n) per block, a cliff for many small blocks along a long chain).
+    Returns `(buffers, report, factors)`: `report` the `Info` of every block, fields `(num_blocks,)`."""
+    dtype = buffers[0].dtype
     report = no_report(len(schedule.blocks), dtype)
     if not schedule.blocks:
         if schedule.num_steps:
-            carry, _ = lax.scan(lambda c, x: (step(c, x), None), carry, xs, reverse=reverse)
-        return carry, report
+            buffers, _ = lax.scan(lambda c, x: (step(c, x), None), buffers, xs, reverse=reverse)
+        return buffers, report, factors
+    needs, solve_group = blocks
+    ends = [(b.shape[0], b.dtype) for b in buffers]
 
-    def run_steps(carry, begin, end):
-        def body(j, carry):
+    def run_steps(buffers, begin, end):
+        def body(j, buffers):
             i = end - 1 - j if reverse else begin + j
-            return step(carry, jax.tree.map(lambda a: a[i], xs))
+            return step(buffers, jax.tree.map(lambda a: a[i], xs))
 
-        return lax.fori_loop(0, end - begin, body, carry)
+        return lax.fori_loop(0, end - begin, body, buffers)
 
-    def solve_block_step(group):
-        def run(state, t):
-            carry, report = state
-            members, valid = _blocks.lanes(tables, group, t)
-            carry, info = block(group, members, valid, carry)
-            ids = jnp.where(valid, tables["block_groups"][group.index]["blocks"][members], len(schedule.blocks))
-            report = jax.tree.map(lambda r, i: r.at[ids].set(i.astype(r.dtype), mode="drop"), report, info)
-            return carry, report
+    def block_step(group):
+        def run(reads):
+            members, valid, needed = reads[group.index]
+            u, info, found = solve_group(group, needed)
+            return _blocks.pack(schedule, tables, group, members, valid, ends, u, info, found, dense_max)
 
         return run
 
-    branches = [lambda state, t: state] + [solve_block_step(group) for group in schedule.block_groups]
+    keep = factors is not None
+    branches = [block_step(group) for group in schedule.block_groups]
 
     def segment(state, seg):
-        begin, end, group, t = seg
-        carry, report = state
+        begin, end, which, t = seg
+        buffers, report, factors = state
         if not reverse:
-            carry = run_steps(carry, begin, end)
-        carry, report = lax.switch(group + 1, branches, (carry, report), t)
+            buffers = run_steps(buffers, begin, end)
+        reads = []
+        for group in schedule.block_groups:  # every group's reads (its block step t, clipped): small
+            members, valid = _blocks.lanes(tables, group, jnp.clip(t, 0, group.steps.shape[0] - 1))
+            reads.append((members, valid, needs(group, members, buffers)))
+        # one block group: no conditional (a `lax.switch` costs O(n) per block step on CPU, measured)
+        out = lax.switch(which, branches, reads) if len(branches) > 1 else branches[0](reads)
+        buffers, report = _blocks.write(buffers, out), _blocks.record(report, out)
+        if keep:
+            factors = _blocks.keep_factors(schedule, factors, out, which, dense_max)
         if reverse:
-            carry = run_steps(carry, begin, end)
-        return (carry, report), None
+            buffers = run_steps(buffers, begin, end)
+        return (buffers, report, factors), None
 
-    (carry, report), _ = lax.scan(segment, (carry, report), tables["segments"], reverse=reverse)
-    return carry, report
+    # every segment but a last one without a block ends in a block step; that tail runs on its own
+    (*_, last), tail = schedule.segments, schedule.segments[-1][2] < 0
+    segments = jax.tree.map(lambda a: a[: len(schedule.segments) - tail], tables["segments"])
+    state = (list(buffers), report, factors)
+    if reverse and tail:
+        state = (run_steps(state[0], last[0], last[1]), *state[1:])
+    state, _ = lax.scan(segment, state, segments, reverse=reverse)
+    if not reverse and tail:
+        state = (run_steps(state[0], last[0], last[1]), *state[1:])
+    return state
 
 
 def no_report(num_blocks: int, dtype) -> _cyclic.Info:
@@ -184,28 +209,23 @@ def solve(schedule: Schedule, tables: dict, z0: list, solver: _cyclic.Solver, in
 
     branches = [branch(g) for g in range(len(schedule.groups))] + [skip]
 
-    def step(state, t):  # the state: the buffers, and every block group's factors
-        z, factors = state
+    def step(z, t):
         outs = lax.switch(t["group"], branches, z, t) if len(branches) > 1 else branches[0](z, t)
-        return _write(z, written, outs, t["start"]), factors
+        return _write(z, written, outs, t["start"])
 
-    def block(group, members, valid, state):
-        z, factors = state
+    def needs(group, members, z):
+        return _blocks.outside(schedule, tables, group, members, z), init[group.index][members].astype(dtype)
 
-        def one(member, u0):
-            return _cyclic.find_root(_blocks.function(schedule, tables, group, member, z), u0, solver, return_factors=True)
+    def solve_group(group, needed):
+        def one(outside, u0):
+            return _cyclic.find_root(_blocks.function(schedule, tables, group, outside, dtype), u0, solver, return_factors=True)
 
-        u, info, found = _blocks.over_lanes(one, group.width)(members, init[group.index][members].astype(dtype))
-        z = _blocks.scatter(schedule, tables, group, members, valid, z, _poisoned(u, info))
-        ids = jnp.where(valid, members, len(group.blocks))
-        factors = list(factors)
-        factors[group.index] = jax.tree.map(lambda kept, new: kept.at[ids].set(new, mode="drop"), factors[group.index], found)
-        return (z, factors), info
+        u, info, found = _blocks.over_lanes(one, group.width)(*needed)
+        return _poisoned(u, info), info, found
 
     xs = _step_tables(schedule, tables, dict(group=tables["forward_branch"]))
     factors = [no_factors(group, solver, dtype) for group in schedule.block_groups]
-    (z, factors), report = _loop(schedule, tables, step, (list(z0), factors), xs, block, reverse=False)
-    return z, report, factors
+    return _loop(schedule, tables, step, list(z0), xs, (needs, solve_group), False, factors, solver.dense_max)
 
 
 def no_factors(group, solver: _cyclic.Solver, dtype) -> _cyclic.Factors:
@@ -273,14 +293,17 @@ def back_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple[li
             lam[c] = lam[c].at[t["scatter"][c]].add(part, mode="clip")  # in bounds: no select, no copy
         return lam
 
-    def block(group, members, valid, lam):
-        c = _blocks.gather(schedule, tables, group, members, lam)
-        w, info = _blocks.over_lanes(lambda member, c: maps.adjoint(group, member, c), group.width)(members, c)
-        return _blocks.scatter(schedule, tables, group, members, valid, lam, _poisoned(w, info)), info
+    def needs(group, members, lam):
+        return maps.reads(group, members), _blocks.gather(schedule, tables, group, members, lam)
+
+    def solve_group(group, needed):
+        w, info = _blocks.over_lanes(lambda at, c: maps.adjoint(group, at, c), group.width)(*needed)
+        return _poisoned(w, info), info, None
 
     extra = dict(group=tables["substitution_branch"], P=maps.step_partials, scatter={c: tables["scatter"][c] for c in targets})
     xs = _step_tables(schedule, tables, extra)
-    return _loop(schedule, tables, step, list(v), xs, block, reverse=True)
+    lam, report, _ = _loop(schedule, tables, step, list(v), xs, (needs, solve_group), reverse=True)
+    return lam, report
 
 
 def forward_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple[list, object]:
@@ -324,13 +347,16 @@ def forward_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple
         outs = lax.switch(s["group"], branches, t, owns, s) if len(branches) > 1 else branches[0](t, owns, s)
         return _write(t, written, outs, s["start"])
 
-    def block(group, members, valid, t):
-        b = _blocks.gather(schedule, tables, group, members, t)
-        w, info = _blocks.over_lanes(lambda member, b: maps.tangent(group, member, b), group.width)(members, b)
-        return _blocks.scatter(schedule, tables, group, members, valid, t, _poisoned(w, info)), info
+    def needs(group, members, t):
+        return maps.reads(group, members), _blocks.gather(schedule, tables, group, members, t)
+
+    def solve_group(group, needed):
+        w, info = _blocks.over_lanes(lambda at, b: maps.tangent(group, at, b), group.width)(*needed)
+        return _poisoned(w, info), info, None
 
     xs = _step_tables(schedule, tables, dict(group=tables["substitution_branch"], P=maps.step_partials))
-    return _loop(schedule, tables, step, list(v), xs, block, reverse=False)
+    t, report, _ = _loop(schedule, tables, step, list(v), xs, (needs, solve_group), reverse=False)
+    return t, report
 
 
 def _masked(value: jax.Array, mask: jax.Array) -> jax.Array:

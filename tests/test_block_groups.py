@@ -69,11 +69,24 @@ def test_many_pairs_are_one_block_group_and_match_the_closed_form(dtype):
     assert z.dtype == dtype
     assert testing.relative_error(z[ia], a) < tol and testing.relative_error(z[ib], b) < tol
     assert testing.relative_error(comp.gradient(inputs), np.r_[gx, gy]) < tol
-    J = comp.jacobian(inputs)  # the tangents: forward substitution with the blocks' tangent solves
-    assert testing.relative_error(J[ia, :N], np.diag(1 / (1 - alpha * beta))) < tol
-    assert testing.relative_error(jax.grad(comp.as_function())(inputs), np.r_[gx, gy]) < tol
+    if dtype == jnp.float64:  # the tangents: forward substitution with the blocks' tangent solves
+        J = comp.jacobian(inputs)
+        assert testing.relative_error(J[ia, :N], np.diag(1 / (1 - alpha * beta))) < tol
+
+
+@pytest.mark.slow
+def test_many_pairs_through_as_function_and_status():
+    N = 40
+    rng = np.random.default_rng(0)
+    alpha, beta = rng.uniform(-0.9, 0.9, N), rng.uniform(-0.9, 0.9, N)
+    comp, _, _ = pairs_program(alpha, beta)
+    x, y = rng.uniform(-1, 1, N), 0.3
+    inputs = jnp.asarray(np.r_[x, y])
+    _, _, gx, gy = pairs_closed_form(alpha, beta, x, y)
+    assert testing.relative_error(jax.grad(comp.as_function())(inputs), np.r_[gx, gy]) < 1e-10
     report = comp.status(inputs)
     assert report["forward"].status.shape == (N,) and not np.any(np.asarray(report["forward"].status))
+    assert report["multipliers"].status.shape == (N,) and not np.any(np.asarray(report["multipliers"].status))
 
 
 def test_traces_do_not_grow_with_the_number_of_blocks():
@@ -213,7 +226,7 @@ def many_small_cycles(draw):
     return K, n, d, rows, rng.uniform(-1, 1, n), rng.uniform(-1, 1, d)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(many_small_cycles())
 def test_random_programs_of_many_small_cycles_against_the_closed_form(spec):
     K, n, d, rows, c, x = spec

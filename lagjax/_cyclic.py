@@ -670,8 +670,15 @@ def _arnoldi_cycle(matvec, r, beta, target, k):
 # ---------------------------------------------------------------------------------------------------
 
 
+# Blocks of at most this many values compute ‖(I − J)⁻¹‖₁ exactly, from the inverse (m columns in one
+# triangular solve), not by Hager's estimator: on a batch of 2048 2 × 2 blocks (CPU) its ten
+# vector solves cost about 3 ms, the inverse a tenth of that.
+_EXACT_INVERSE_MAX = 16
+
+
 def _inverse_norm1(lu):
-    """Hager's estimate of ‖A⁻¹‖₁ from A's LU factors; inf where A is singular in floating point.
+    """‖A⁻¹‖₁ from A's LU factors (exact up to `_EXACT_INVERSE_MAX` rows, else Hager's estimate); inf
+    where A is singular in floating point.
 
     As LAPACK's gecon (Higham, Algorithm 4.1): a few solves with A and Aᵀ on vectors, O(m²) each (a
     solve with m right-hand sides, i.e. forming A⁻¹, is much slower in XLA on CPU). Every ‖A⁻¹ x‖₁ with
@@ -679,6 +686,13 @@ def _inverse_norm1(lu):
     (rarely by more than a small factor), never overestimate.
     """
     m, dtype = lu[0].shape[0], lu[0].dtype
+    if m <= _EXACT_INVERSE_MAX:  # small blocks: ‖A⁻¹‖₁ itself, from A⁻¹ (one solve of m columns)
+        lu_, permutation = lu
+        eye = jnp.eye(m, dtype=dtype)[permutation]
+        solve = lambda x, **how: lax.linalg.triangular_solve(lu_, x, left_side=True, **how)
+        inverse = solve(solve(eye, lower=True, unit_diagonal=True), lower=False)
+        exact = jnp.max(jnp.sum(jnp.abs(inverse), axis=0))
+        return jnp.where(jnp.isfinite(exact), exact, jnp.inf)
 
     # Higham's safeguard against a misleading start, an alternating ramp, is the last pass of the loop
     # (one solve site traced for both): its ‖A⁻¹ x‖₁ / ‖x‖₁ also bounds ‖A⁻¹‖₁ from below

@@ -24,9 +24,10 @@ The design, and why (as `_function.py`'s `as_function`):
   -> z_leaves`. Arrays F closes over stay constants of it; tracers it closes over (the variables of an
   enclosing `jit`, `grad` or `vmap`) are hoisted into explicit trailing args, so that derivatives w.r.t.
   closed-over values are right and the `custom_jvp` rule closes over no tracer.
-- Failures give NaN, never a silently wrong number: a root not found (`Status` other than SUCCESS:
-  not converged, I − J singular at the root, non-finite values) makes z NaN, and a failed tangent or
-  adjoint solve makes its derivative NaN. `return_info=True` returns the root finder's `Info`.
+- Failures give NaN, never a silently wrong number: a root not found (not converged, I − J singular
+  at the root, non-finite values) makes z NaN, and a failed tangent or adjoint solve makes its
+  derivative NaN; an ill-conditioned root (`Status.ILL_CONDITIONED`: a double root, say) is kept,
+  flagged in its `Info`. `return_info=True` returns the root finder's `Info`.
 
 Interface with `lagjax.trace` (`_trace.py`), which turns a fixed point inside a traced function into a
 cyclic constraint of the program:
@@ -93,7 +94,8 @@ def fixed_point(F: Callable, z0, *args, solver: Solver | None = None, return_inf
 
     Returns:
       z, a pytree like z0; `(z, info)` with `return_info=True`. If the root finder fails (`info.status`
-      not `Status.SUCCESS`: not converged, `I − ∂F/∂z` singular at the root, non-finite values), z is NaN;
+      neither `Status.SUCCESS` nor `ILL_CONDITIONED`: not converged, `I − ∂F/∂z` singular at the root,
+      non-finite values), z is NaN;
       a failed linear solve in a derivative makes that derivative NaN.
 
     Raises:
@@ -304,7 +306,7 @@ def _with(values: list, positions: list, replacements) -> list:
 
 
 def _nan_unless_solved(x: jax.Array, info: Info) -> jax.Array:
-    return jnp.where(info.status == _cyclic.SUCCESS, x, jnp.nan)
+    return jnp.where(_cyclic.usable(info.status), x, jnp.nan)  # an ill-conditioned root is kept, flagged
 
 
 def _zero(value):

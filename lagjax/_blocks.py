@@ -120,13 +120,14 @@ class StepOut(NamedTuple):
     factors: tuple | None
 
 
-def _common(schedule: Schedule) -> tuple[int, dict, int]:
-    """`(W, {c: L_c}, M)`: the widest block step, the most rows of each class one writes, the largest dense size."""
+def _common(schedule: Schedule, dense_max: int) -> tuple[int, dict, int]:
+    """`(W, {c: L_c}, M)`: the widest block step, the most rows of each class one writes, and the
+    largest size of a dense group (whose factors are kept)."""
     groups = schedule.block_groups
     W = max(group.width for group in groups)
     classes = sorted({c for group in groups for c in group.classes})
     L = {c: max(group.width * group.counts.get(c, 0) for group in groups) for c in classes}
-    return W, L, max(group.size for group in groups)
+    return W, L, max((group.size for group in groups if group.size <= dense_max), default=0)
 
 
 def _pad(a: jax.Array, n: int, fill=0) -> jax.Array:
@@ -140,7 +141,7 @@ def pack(schedule: Schedule, tables: dict, group: BlockGroup, members, valid, en
     """A block step of `group` in the common format: its members' new values `u` `(width, size)`
     (for the rows of their variables), their `info`, and (forward) their `factors`; `ends`, per class
     its buffer's rows and dtype."""
-    W, L, M = _common(schedule)
+    W, L, M = _common(schedule, dense_max)
     rows = tables["block_groups"][group.index]["rows"]
     out_rows, out_values = {}, {}
     for c, n in L.items():
@@ -157,29 +158,13 @@ def pack(schedule: Schedule, tables: dict, group: BlockGroup, members, valid, en
     info = jax.tree.map(lambda a: _pad(a, W), info)
     packed = None
     if factors is not None:
-        Md = max((g.size for g in schedule.block_groups if g.size <= dense_max), default=0)
         ranks = _pad(jnp.where(valid, members, len(group.blocks)), W, 2**30)
         lu = jnp.reshape(factors.lu, (factors.lu.shape[0], -1))
-        lu = _pad(jnp.pad(lu, ((0, 0), (0, Md * Md - lu.shape[1]))), W)
-        perm = _pad(jnp.pad(factors.permutation, ((0, 0), (0, Md - factors.permutation.shape[1]))), W)
+        lu = _pad(jnp.pad(lu, ((0, 0), (0, M * M - lu.shape[1]))), W)
+        perm = _pad(jnp.pad(factors.permutation, ((0, 0), (0, M - factors.permutation.shape[1]))), W)
         norms = _pad(jnp.stack([factors.norm1, factors.norm_inf, factors.inverse_norm1], axis=1), W)
         packed = (ranks, lu, perm, norms)
     return StepOut(out_rows, out_values, ids, info, packed)
-
-
-def nothing(schedule: Schedule, ends, dtype, factors: bool, dense_max=0) -> StepOut:
-    """The writes of a segment without a block step: every one dropped."""
-    W, L, _ = _common(schedule)
-    rows = {c: jnp.full((n,), ends[c][0], jnp.int32) for c, n in L.items()}
-    values = {c: jnp.zeros((n,) + tuple(schedule.shapes[c]), ends[c][1]) for c, n in L.items()}
-    ids = jnp.full((W,), len(schedule.blocks), jnp.int32)
-    zeros = jnp.zeros((W,), jnp.int32)
-    info = _cyclic.Info(zeros, jnp.zeros((W,), dtype), zeros, jnp.zeros((W,), dtype))
-    packed = None
-    if factors:
-        Md = max((g.size for g in schedule.block_groups if g.size <= dense_max), default=0)
-        packed = (jnp.full((W,), 2**30, jnp.int32), jnp.zeros((W, Md * Md), dtype), jnp.zeros((W, Md), jnp.int32), jnp.zeros((W, 3), dtype))
-    return StepOut(rows, values, ids, info, packed)
 
 
 def write(buffers, out: StepOut) -> list:

@@ -687,11 +687,7 @@ def _inverse_norm1(lu):
     """
     m, dtype = lu[0].shape[0], lu[0].dtype
     if m <= _EXACT_INVERSE_MAX:  # small blocks: ‖A⁻¹‖₁ itself, from A⁻¹ (one solve of m columns)
-        lu_, permutation = lu
-        eye = jnp.eye(m, dtype=dtype)[permutation]
-        solve = lambda x, **how: lax.linalg.triangular_solve(lu_, x, left_side=True, **how)
-        inverse = solve(solve(eye, lower=True, unit_diagonal=True), lower=False)
-        exact = jnp.max(jnp.sum(jnp.abs(inverse), axis=0))
+        exact = jnp.max(jnp.sum(jnp.abs(_lu_solve(lu, jnp.eye(m, dtype=dtype))), axis=0))
         return jnp.where(jnp.isfinite(exact), exact, jnp.inf)
 
     # Higham's safeguard against a misleading start, an alternating ramp, is the last pass of the loop
@@ -728,25 +724,66 @@ def _singular(factors, m, eps):
     return ~(factors.norm1 * factors.inverse_norm1 * (m * eps) <= 1)
 
 
+# Blocks of at most this many values are factored and solved by unrolled jnp code, not LAPACK: a
+# batched LU or triangular solve calls LAPACK once per member, about a microsecond each on CPU,
+# where a 2 × 2 elimination is a few vector operations over the whole batch.
+_TINY = 3
+
+
 def _lu_factor(A):
     """`(lu, permutation)` with `A[permutation] = L U` (L unit lower, U upper, packed in lu)."""
-    lu, _, permutation = lax.linalg.lu(A)
-    return lu, permutation
+    m = A.shape[0]
+    if m > _TINY:
+        lu, _, permutation = lax.linalg.lu(A)
+        return lu, permutation
+    rows = permutation = jnp.arange(m, dtype=jnp.int32)
+    for k in range(m):  # Gaussian elimination with partial pivoting, unrolled
+        pivot = jnp.argmax(jnp.where(rows >= k, jnp.abs(A[:, k]), -1)).astype(jnp.int32)
+        swap = rows.at[k].set(pivot).at[pivot].set(k)
+        A, permutation = A[swap], permutation[swap]
+        below = rows > k
+        multipliers = jnp.where(below, A[:, k] / A[k, k], 0)
+        A = A - multipliers[:, None] * jnp.where(rows > k, A[k], 0)[None, :]
+        A = A.at[:, k].set(jnp.where(below, multipliers, A[:, k]))
+    return A, permutation
 
 
 def _lu_solve(lu, b, trans=0):
-    """A x = b (trans=0) or Aᵀ x = b (trans=1) from `_lu_factor(A)`: two triangular solves (LAPACK trsm).
+    """A x = b (trans=0) or Aᵀ x = b (trans=1) from `_lu_factor(A)`, b `(m,)` or `(m, k)`: two
+    triangular solves (LAPACK trsm; unrolled substitutions for tiny blocks).
 
     Not `jax.scipy.linalg.lu_solve`: that one converts the pivots to a permutation at every call (a
     loop per call site); here the permutation is computed once, by the factorisation.
     """
     lu, permutation = lu
-    solve = lambda x, **how: lax.linalg.triangular_solve(lu, x[:, None], left_side=True, **how)[:, 0]
-    if trans == 0:  # L U x = b[perm]
-        return solve(solve(b[permutation], lower=True, unit_diagonal=True), lower=False)
-    # Aᵀ = Uᵀ Lᵀ P: Uᵀ Lᵀ (P x) = b, (P x) = x[perm]
-    z = solve(solve(b, lower=False, transpose_a=True), lower=True, transpose_a=True, unit_diagonal=True)
-    return jnp.zeros_like(z).at[permutation].set(z)
+    m = lu.shape[0]
+    vector = b.ndim == 1
+    b = b[:, None] if vector else b
+    if m > _TINY:
+        solve = lambda x, **how: lax.linalg.triangular_solve(lu, x, left_side=True, **how)
+        if trans == 0:  # L U x = b[perm]
+            x = solve(solve(b[permutation], lower=True, unit_diagonal=True), lower=False)
+        else:  # Aᵀ = Uᵀ Lᵀ P: Uᵀ Lᵀ (P x) = b, (P x) = x[perm]
+            z = solve(solve(b, lower=False, transpose_a=True), lower=True, transpose_a=True, unit_diagonal=True)
+            x = jnp.zeros_like(z).at[permutation].set(z)
+        return x[:, 0] if vector else x
+    L = jnp.tril(lu, -1) + jnp.eye(m, dtype=lu.dtype)
+    U = jnp.triu(lu)
+    if trans == 0:
+        x = _substitute(U, _substitute(L, b[permutation], lower=True), lower=False)
+    else:
+        z = _substitute(L.T, _substitute(U.T, b, lower=True), lower=False)
+        x = jnp.zeros_like(z).at[permutation].set(z)
+    return x[:, 0] if vector else x
+
+
+def _substitute(T, b, lower):
+    """T x = b for a triangular T `(m, m)` (m tiny), b `(m, k)`: unrolled substitution."""
+    m = T.shape[0]
+    x = jnp.zeros_like(b)
+    for i in range(m) if lower else range(m - 1, -1, -1):
+        x = x.at[i].set((b[i] - T[i] @ x) / T[i, i])
+    return x
 
 
 def _norm1(A):

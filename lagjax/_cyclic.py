@@ -736,16 +736,21 @@ def _lu_factor(A):
     if m > _TINY:
         lu, _, permutation = lax.linalg.lu(A)
         return lu, permutation
-    rows = permutation = jnp.arange(m, dtype=jnp.int32)
-    for k in range(m):  # Gaussian elimination with partial pivoting, unrolled
-        pivot = jnp.argmax(jnp.where(rows >= k, jnp.abs(A[:, k]), -1)).astype(jnp.int32)
-        swap = rows.at[k].set(pivot).at[pivot].set(k)
-        A, permutation = A[swap], permutation[swap]
-        below = rows > k
-        multipliers = jnp.where(below, A[:, k] / A[k, k], 0)
-        A = A - multipliers[:, None] * jnp.where(rows > k, A[k], 0)[None, :]
-        A = A.at[:, k].set(jnp.where(below, multipliers, A[:, k]))
-    return A, permutation
+    # Gaussian elimination with partial pivoting, unrolled on rows: selects and elementwise
+    # arithmetic only (no gather or scatter), which XLA fuses
+    rows, order = [A[i] for i in range(m)], [jnp.int32(i) for i in range(m)]
+    for k in range(m - 1):
+        best = jnp.argmax(jnp.stack([jnp.abs(rows[i][k]) for i in range(k, m)])) + k
+        pivot = sum(jnp.where(best == i, rows[i], 0) for i in range(k, m))
+        pivot_index = sum(jnp.where(best == i, order[i], 0) for i in range(k, m))
+        for i in range(k + 1, m):  # the row that was at k takes the pivot's place
+            rows[i], order[i] = jnp.where(best == i, rows[k], rows[i]), jnp.where(best == i, order[k], order[i])
+        rows[k], order[k] = pivot, pivot_index
+        upper = jnp.where(jnp.arange(m) > k, pivot, 0)  # the pivot row's part in U right of k
+        for i in range(k + 1, m):
+            multiplier = rows[i][k] / pivot[k]
+            rows[i] = (rows[i] - multiplier * upper).at[k].set(multiplier)
+    return jnp.stack(rows), jnp.stack(order).astype(jnp.int32)
 
 
 def _lu_solve(lu, b, trans=0):
@@ -778,12 +783,13 @@ def _lu_solve(lu, b, trans=0):
 
 
 def _substitute(T, b, lower):
-    """T x = b for a triangular T `(m, m)` (m tiny), b `(m, k)`: unrolled substitution."""
+    """T x = b for a triangular T `(m, m)` (m tiny), b `(m, k)`: unrolled substitution, row by row."""
     m = T.shape[0]
-    x = jnp.zeros_like(b)
+    x = [None] * m
     for i in range(m) if lower else range(m - 1, -1, -1):
-        x = x.at[i].set((b[i] - T[i] @ x) / T[i, i])
-    return x
+        known = range(i) if lower else range(i + 1, m)
+        x[i] = (b[i] - sum((T[i, j] * x[j] for j in known), jnp.zeros_like(b[i]))) / T[i, i]
+    return jnp.stack(x)
 
 
 def _norm1(A):

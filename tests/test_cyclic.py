@@ -447,3 +447,25 @@ def test_gmres_traces_once_whatever_the_restart_length():
         return re.sub(r"\d+|\s+", "", str(jaxpr))  # the program, shapes, constants and layout aside
 
     assert size(5) == size(50) == size(80)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_small_lu_solves_against_numpy(m):
+    """Blocks up to `_TINY` values are factored by unrolled elimination (above it, LAPACK): both
+    against NumPy's solve, with a zero leading entry (a pivot needed), transposed, and on columns."""
+    rng = np.random.default_rng(m)
+    for trial in range(5):
+        A = rng.standard_normal((m, m)) + (0 if trial else 0.1) * np.eye(m)
+        if trial == 0 and m > 1:
+            A[0, 0] = 0.0
+        b, B = rng.standard_normal(m), rng.standard_normal((m, 3))
+        lu = _cyclic._lu_factor(jnp.asarray(A))
+        assert lu[1].dtype == jnp.int32
+        tol = 1e-12 * np.linalg.cond(A)
+        np.testing.assert_allclose(_cyclic._lu_solve(lu, jnp.asarray(b)), np.linalg.solve(A, b), atol=tol)
+        np.testing.assert_allclose(_cyclic._lu_solve(lu, jnp.asarray(b), trans=1), np.linalg.solve(A.T, b), atol=tol)
+        np.testing.assert_allclose(_cyclic._lu_solve(lu, jnp.asarray(B)), np.linalg.solve(A, B), atol=tol)
+        exact = np.abs(np.linalg.inv(A)).sum(axis=0).max()
+        assert float(_cyclic._inverse_norm1(lu)) == pytest.approx(exact, rel=1e-10)
+    singular = _cyclic._lu_factor(jnp.zeros((m, m)))
+    assert float(_cyclic._inverse_norm1(singular)) == np.inf

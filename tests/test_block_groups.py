@@ -87,6 +87,11 @@ def test_many_pairs_tangents_as_function_and_status():
     report = comp.status(inputs)
     assert report["forward"].status.shape == (N,) and not np.any(np.asarray(report["forward"].status))
     assert report["multipliers"].status.shape == (N,) and not np.any(np.asarray(report["multipliers"].status))
+    # the active part: blocks of pairs 2 and 5 only, reusing the forward solve's factors
+    R = comp.restriction((2, 5))
+    assert len(R.schedule.block_groups) == 1 and R._factor_sources[0][0] == 0
+    assert testing.relative_error(comp.gradient(inputs, wrt=["x2", "x5"]), gx[[2, 5]]) < 1e-10
+    assert testing.relative_error(comp.gradient(inputs, wrt=["y"]), [gy]) < 1e-10
 
 
 def test_traces_do_not_grow_with_the_number_of_blocks():

@@ -293,16 +293,9 @@ def back_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple[li
             lam[c] = lam[c].at[t["scatter"][c]].add(part, mode="clip")  # in bounds: no select, no copy
         return lam
 
-    def needs(group, members, lam):
-        return maps.reads(group, members), _blocks.gather(schedule, tables, group, members, lam)
-
-    def solve_group(group, needed):
-        w, info = _blocks.over_lanes(lambda at, c: maps.adjoint(group, at, c), group.width)(*needed)
-        return _poisoned(w, info), info, None
-
     extra = dict(group=tables["substitution_branch"], P=maps.step_partials, scatter={c: tables["scatter"][c] for c in targets})
     xs = _step_tables(schedule, tables, extra)
-    lam, report, _ = _loop(schedule, tables, step, list(v), xs, (needs, solve_group), reverse=True)
+    lam, report, _ = _loop(schedule, tables, step, list(v), xs, _diagonal_solves(schedule, tables, maps, maps.adjoint), reverse=True)
     return lam, report
 
 
@@ -347,16 +340,24 @@ def forward_substitute(schedule: Schedule, tables: dict, maps, v: list) -> tuple
         outs = lax.switch(s["group"], branches, t, owns, s) if len(branches) > 1 else branches[0](t, owns, s)
         return _write(t, written, outs, s["start"])
 
-    def needs(group, members, t):
-        return maps.reads(group, members), _blocks.gather(schedule, tables, group, members, t)
+    xs = _step_tables(schedule, tables, dict(group=tables["substitution_branch"], P=maps.step_partials))
+    t, report, _ = _loop(schedule, tables, step, list(v), xs, _diagonal_solves(schedule, tables, maps, maps.tangent), reverse=False)
+    return t, report
+
+
+def _diagonal_solves(schedule: Schedule, tables: dict, maps, solve: Callable) -> tuple:
+    """`(needs, solve)` of `_loop` for a substitution: a block step's right-hand sides gathered from the
+    swept buffers, and its members' diagonal systems solved by `solve(group, at, rhs)` (`maps.adjoint`
+    or `maps.tangent`)."""
+
+    def needs(group, members, buffers):
+        return maps.reads(group, members), _blocks.gather(schedule, tables, group, members, buffers)
 
     def solve_group(group, needed):
-        w, info = _blocks.over_lanes(lambda at, b: maps.tangent(group, at, b), group.width)(*needed)
+        w, info = _blocks.over_lanes(lambda at, rhs: solve(group, at, rhs), group.width)(*needed)
         return _poisoned(w, info), info, None
 
-    xs = _step_tables(schedule, tables, dict(group=tables["substitution_branch"], P=maps.step_partials))
-    t, report, _ = _loop(schedule, tables, step, list(v), xs, (needs, solve_group), reverse=False)
-    return t, report
+    return needs, solve_group
 
 
 def _masked(value: jax.Array, mask: jax.Array) -> jax.Array:
